@@ -1,0 +1,3 @@
+from nerfpipe.cli import main
+
+main()

@@ -1,0 +1,96 @@
+"""The ``nerfpipe`` command: parses options, calls a stage's ``run``, prints the result. No logic."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from nerfpipe import __version__
+from nerfpipe.errors import NerfpipeError
+from nerfpipe.progress import CONSOLE, RichReporter
+
+app = typer.Typer(
+    help="From a folder of phone photos to a Neural Radiance Field and a fly-through video.\n\n"
+    "Stages: ingest -> poses -> train -> render; `nerfpipe all SCENE` runs them all, each cached on disk.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        CONSOLE.print(f"nerfpipe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    pass
+
+
+def user_errors(fn):
+    """Turn a NerfpipeError into one red sentence and an exit code; Ctrl-C into a calm one."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NerfpipeError as e:
+            CONSOLE.print(f"[bold red]error:[/] {e.sentence}", soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            CONSOLE.print(
+                "[yellow]interrupted:[/] what had finished is kept; run the same command again to go on."
+            )
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _size(size) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+@app.command()
+@user_errors
+def ingest(
+    photos: Path = typer.Argument(..., help="Folder holding the photos (may be the scene folder itself)."),
+    scene: Path = typer.Option(Path("."), "--scene", "-s", help="Scene folder to write images/, images_4/, images_8/ into."),
+    factors: List[int] = typer.Option([4, 8], "--factors", "-f", help="Downsampling factors (repeat: -f 4 -f 8)."),
+    force: bool = typer.Option(False, "--force", help="Redo the stage even if it is up to date."),
+) -> None:
+    """Make the photos upright, RGB and 8-bit in images/, and downsample them into images_4/, images_8/."""
+    from nerfpipe.stages import ingest as stage
+
+    res = stage.run(stage.IngestParams(photos=photos, scene=scene, factors=tuple(factors), force=force), RichReporter())
+    r = res.result
+    if not res.ran:
+        CONSOLE.print(f"ingest is up to date: {len(r['images'])} photos in {scene / 'images'} (nothing to do).")
+        return
+    table = Table(title=None, show_header=True, header_style="bold")
+    table.add_column("folder")
+    table.add_column("size")
+    table.add_column("images", justify="right")
+    for folder, size in r["sizes"].items():
+        table.add_row(str(scene / folder), _size(size), str(len(r["images"])))
+    CONSOLE.print(table)
+    CONSOLE.print(
+        f"ingest: {len(r['images'])} photos used, {len(r['skipped'])} skipped, {res.seconds:.1f} s."
+    )
+
+
+def main() -> None:
+    app(prog_name="nerfpipe")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Reading user photos: upright (EXIF orientation), RGB, 8-bit, whatever came in.
+
+Pillow reads every format here; it is what imageio itself reads images with.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import ExifTags, Image, ImageOps
+
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
+"""Suffixes read as photos (any case)."""
+UNSUPPORTED_PHOTO_SUFFIXES = {
+    ".heic": "HEIC photos cannot be read yet: export them as JPEG (on an iPhone: Settings > Camera > "
+    "Formats > Most Compatible) and ingest again",
+    ".heif": "HEIF photos cannot be read yet: export them as JPEG and ingest again",
+    ".dng": "RAW (DNG) photos cannot be read: export them as JPEG or PNG and ingest again",
+    ".cr2": "RAW photos cannot be read: export them as JPEG or PNG and ingest again",
+    ".nef": "RAW photos cannot be read: export them as JPEG or PNG and ingest again",
+    ".arw": "RAW photos cannot be read: export them as JPEG or PNG and ingest again",
+}
+
+Image.MAX_IMAGE_PIXELS = 300_000_000  # panoramas are fine; a decompression bomb is not
+
+
+class PhotoError(Exception):
+    """A photo that cannot be used; the message says why in a few words."""
+
+
+@dataclass(frozen=True)
+class PhotoInfo:
+    """What ingest needs to know about a photo before deciding to keep it."""
+
+    width: int
+    """Upright width in pixels (after EXIF orientation)."""
+    height: int
+    camera: str
+    """'Make Model @ focal mm' from EXIF, or '' when the photo has no EXIF."""
+    orientation: int
+    """EXIF orientation tag (1 = already upright)."""
+    format: str
+    """Pillow's format name: 'JPEG', 'PNG', ..."""
+    mode: str
+    """Pillow's mode: 'RGB', 'L', 'I;16', 'RGBA', 'CMYK', ..."""
+
+
+def _exif_camera(img: Image.Image) -> tuple[str, int]:
+    exif = img.getexif()
+    orientation = int(exif.get(ExifTags.Base.Orientation, 1) or 1)
+    make = str(exif.get(ExifTags.Base.Make, "") or "").strip("\x00 ")
+    model = str(exif.get(ExifTags.Base.Model, "") or "").strip("\x00 ")
+    focal = ""
+    try:
+        sub = exif.get_ifd(ExifTags.IFD.Exif)
+        f = sub.get(ExifTags.Base.FocalLength)
+        if f:
+            focal = f"{float(f):.2f}mm"
+    except Exception:  # malformed EXIF must not reject a good photo
+        pass
+    camera = " ".join(p for p in (make, model, focal) if p)
+    return camera, orientation
+
+
+def probe(path: Path) -> PhotoInfo:
+    """Header-only look at a photo (fast); raises PhotoError if it is not a readable image."""
+    try:
+        with Image.open(path) as img:
+            camera, orientation = _exif_camera(img)
+            w, h = img.size
+            if orientation in (5, 6, 7, 8):
+                w, h = h, w
+            return PhotoInfo(w, h, camera, orientation, img.format or "", img.mode)
+    except Image.DecompressionBombError:
+        raise PhotoError("it is too large to be a photo") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise PhotoError(f"it is not a readable image ({e})") from None
+
+
+def _to_rgb8(img: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 from any Pillow mode: 16-bit scaled down, alpha composited on white."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img).astype(np.float64)
+        top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        grey = np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        top = 1.0 if arr.max() <= 1.0 else 255.0
+        grey = np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
+        alpha = rgba[..., 3:4] / 255.0
+        rgb = rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
+        return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+    if mode in ("RGB;16", "RGB;16B", "RGBA;16B") or mode.endswith(";16"):
+        arr = np.asarray(img).astype(np.float64)
+        return np.clip(np.round(arr[..., :3] / 257.0), 0, 255).astype(np.uint8)
+    if mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8)
+
+
+def read_rgb8(path: Path) -> tuple[np.ndarray, bytes | None]:
+    """The whole photo, upright, as (H, W, 3) uint8, and its EXIF (orientation reset) if any.
+
+    Raises PhotoError for a truncated or corrupt file: Pillow is told not to paper over missing
+    data, and its warnings about bad data are errors here.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with Image.open(path) as img:
+                img.load()
+                upright = ImageOps.exif_transpose(img)
+                exif = upright.info.get("exif")
+                arr = _to_rgb8(upright)
+    except Image.DecompressionBombError:
+        raise PhotoError("it is too large to be a photo") from None
+    except (OSError, ValueError, SyntaxError, Warning) as e:
+        raise PhotoError(f"it is truncated or corrupt ({e})") from None
+    if arr.ndim != 3 or arr.shape[2] != 3 or min(arr.shape[:2]) < 1:
+        raise PhotoError(f"it decoded to an unexpected shape {arr.shape}")
+    return np.ascontiguousarray(arr), exif if isinstance(exif, bytes) else None

@@ -1,0 +1,303 @@
+"""The ingest stage: user photos -> ``images/``, ``images_4/``, ``images_8/``.
+
+Every usable photo comes out upright (EXIF orientation applied), RGB, 8-bit. ``images/`` keeps full
+resolution (a JPEG that is already upright and RGB is copied byte for byte, EXIF and all; anything
+else is re-encoded, JPEG as JPEG with its EXIF, other formats as PNG). ``images_k/`` holds PNGs
+downsampled by exactly k with an area filter after a centre crop chosen so that both sides of the
+result are multiples of 16 (fern's 4032x3024 gives 1008x752 at k=4 and 496x368 at k=8). Cropping
+before resizing keeps the geometry exact: focal length divides by k and the principal point stays
+at the centre.
+
+What stops and what warns (one sentence each, naming the file):
+
+| input | what happens |
+| --- | --- |
+| missing photo folder, empty folder, no photo in it | stop |
+| the photo folder is one ingest writes to (``images/``) | stop: photos are never overwritten |
+| a file that is not a photo (``notes.txt``) or a format we cannot read (HEIC, RAW) | warn, skip |
+| a zero-byte, truncated or corrupt photo | warn, skip |
+| an exact copy of another photo (same bytes) | warn, skip the later name |
+| photos of another size or camera than most (portrait among landscape, a second phone) | warn, skip them |
+| fewer than 3 usable photos left | stop |
+| a scene folder that cannot be written | stop |
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from nerfpipe import scene as scene_layout
+from nerfpipe.cache import StageResult, StageSpec, run_stage
+from nerfpipe.errors import NerfpipeError
+from nerfpipe.photos import PHOTO_SUFFIXES, UNSUPPORTED_PHOTO_SUFFIXES, PhotoError, probe, read_rgb8
+from nerfpipe.progress import Reporter
+
+STAGE = "ingest"
+VERSION = "1"
+MIN_PHOTOS = 3
+CROP_MULTIPLE = 16
+"""Both sides of every downsampled image are a multiple of this (NeRF code and video encoders like it)."""
+JPEG_QUALITY = 95
+PNG_COMPRESSION = 3
+
+
+@dataclass(frozen=True)
+class IngestParams:
+    photos: Path
+    """Folder holding the photos (may be the scene folder itself)."""
+    scene: Path = Path(".")
+    """Scene folder that receives images/, images_4/, images_8/."""
+    factors: tuple[int, ...] = (4, 8)
+    """Downsampling factors; each gives an images_<k>/ folder."""
+    force: bool = False
+    """Redo the stage even if it is up to date."""
+    workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
+    """Threads decoding and encoding photos."""
+
+
+def crop_box(width: int, height: int, factor: int, multiple: int = CROP_MULTIPLE) -> tuple[int, int, int, int]:
+    """Centre crop (x0, y0, w, h) in full-resolution pixels so that (w/factor, h/factor) are multiples of ``multiple``."""
+    out_w = (width // factor) // multiple * multiple
+    out_h = (height // factor) // multiple * multiple
+    if out_w == 0 or out_h == 0:
+        raise ValueError("too small")
+    w, h = out_w * factor, out_h * factor
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+def downsample(rgb: np.ndarray, factor: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> centre-cropped, area-downsampled (h, w, 3) uint8, h and w multiples of 16."""
+    height, width = rgb.shape[:2]
+    x0, y0, w, h = crop_box(width, height, factor)
+    crop = rgb[y0 : y0 + h, x0 : x0 + w]
+    return cv2.resize(crop, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+
+
+def list_candidates(photos: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Photo files in ``photos`` (top level, sorted by name) and (file, reason) for files skipped by name."""
+    photos_files, skipped = [], []
+    for path in sorted(photos.iterdir(), key=lambda p: p.name):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        suffix = path.suffix.lower()
+        if suffix in PHOTO_SUFFIXES:
+            photos_files.append(path)
+        elif suffix in UNSUPPORTED_PHOTO_SUFFIXES:
+            skipped.append((path.name, UNSUPPORTED_PHOTO_SUFFIXES[suffix]))
+        else:
+            skipped.append((path.name, "it is not a photo"))
+    return photos_files, skipped
+
+
+def _output_stems(paths: list[Path]) -> dict[Path, str]:
+    """Each photo's output stem: its own stem, or stem_ext when two photos share a stem."""
+    counts = Counter(p.stem for p in paths)
+    return {p: (p.stem if counts[p.stem] == 1 else f"{p.stem}_{p.suffix[1:].lower()}") for p in paths}
+
+
+def _check_photos_dir(params: IngestParams) -> Path:
+    photos = Path(params.photos)
+    if not photos.exists():
+        raise NerfpipeError(f"The photo folder {photos} does not exist: check the path.")
+    if not photos.is_dir():
+        raise NerfpipeError(f"{photos} is a file, not a folder: pass the folder that holds the photos.")
+    scene = Path(params.scene).resolve()
+    owned = {(scene / name).resolve() for name in scene_layout.output_names(params.factors)}
+    if photos.resolve() in owned:
+        raise NerfpipeError(
+            f"Your photos are in {photos}, a folder that ingest writes: move them to "
+            f"{scene / scene_layout.PHOTOS} and run ingest on that folder."
+        )
+    return photos
+
+
+def _check_factors(factors) -> tuple[int, ...]:
+    out = tuple(sorted({int(k) for k in factors}))
+    bad = [k for k in out if k < 2]
+    if bad:
+        raise NerfpipeError(f"Factor {bad[0]} is not a downsampling factor: use whole numbers of 2 or more, such as 4 8.")
+    return out
+
+
+def _process_one(path: Path, stem: str, factors: tuple[int, ...], out: Path) -> dict:
+    data = path.read_bytes()
+    if not data:
+        raise PhotoError("it is empty (0 bytes)")
+    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    rgb, exif = read_rgb8(io.BytesIO(data))
+    height, width = rgb.shape[:2]
+    with Image.open(io.BytesIO(data)) as img:
+        fmt, mode, orientation = img.format, img.mode, img.getexif().get(0x0112, 1)
+    if fmt == "JPEG" and mode == "RGB" and orientation in (1, None):
+        full_name = f"{stem}.jpg"
+        (out / scene_layout.IMAGES / full_name).write_bytes(data)
+    elif fmt == "JPEG":
+        full_name = f"{stem}.jpg"
+        Image.fromarray(rgb).save(
+            out / scene_layout.IMAGES / full_name, quality=JPEG_QUALITY, **({"exif": exif} if exif else {})
+        )
+    else:
+        full_name = f"{stem}.png"
+        _write_png(out / scene_layout.IMAGES / full_name, rgb)
+    sizes = {scene_layout.IMAGES: [width, height]}
+    for k in factors:
+        try:
+            small = downsample(rgb, k)
+        except ValueError:
+            raise PhotoError(
+                f"at {width}x{height} it is too small for factor {k} (each side needs {CROP_MULTIPLE * k} pixels)"
+            ) from None
+        _write_png(out / scene_layout.images_dir_name(k) / f"{stem}.png", small)
+        sizes[scene_layout.images_dir_name(k)] = [small.shape[1], small.shape[0]]
+    return {"name": full_name, "stem": stem, "source": path.name, "hash": digest, "sizes": sizes}
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
+    if not ok:
+        raise OSError(f"could not encode {path.name}")
+    path.write_bytes(buf.tobytes())
+
+
+def _select(candidates: list[Path], reporter: Reporter) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Drop empty, unreadable, duplicate and odd-sized photos; return the kept ones and (file, reason)."""
+    skipped: list[tuple[str, str]] = []
+    infos: dict[Path, tuple] = {}
+    seen_hashes: dict[str, str] = {}
+    for path in candidates:
+        if path.stat().st_size == 0:
+            skipped.append((path.name, "it is empty (0 bytes): copy it from the phone again"))
+            continue
+        try:
+            info = probe(path)
+        except PhotoError as e:
+            skipped.append((path.name, str(e)))
+            continue
+        digest = hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+        if digest in seen_hashes:
+            skipped.append((path.name, f"it is an exact copy of {seen_hashes[digest]}"))
+            continue
+        seen_hashes[digest] = path.name
+        infos[path] = (info.width, info.height, info.camera)
+    if not infos:
+        return [], skipped
+    groups = Counter(infos.values())  # in name order: on a tie the group of the first photo wins
+    best = max(groups, key=groups.__getitem__)
+    w, h, camera = best
+    kept = []
+    for path, key in infos.items():
+        if key == best:
+            kept.append(path)
+            continue
+        ow, oh, ocam = key
+        if (ow, oh) != (w, h):
+            why = f"it is {ow}x{oh} while most photos are {w}x{h}"
+        else:
+            why = f"it was taken with another camera ({ocam or 'no EXIF'}) than most photos ({camera or 'no EXIF'})"
+        skipped.append((path.name, why + ": one scene needs one camera, so retake it like the others or ingest it as a separate scene"))
+    return kept, skipped
+
+
+def _ingest_body(photos: Path, candidates: list[Path], params: IngestParams, reporter: Reporter):
+    factors = params.factors
+
+    def body(out: Path) -> dict:
+        t0 = time.perf_counter()
+        for name in scene_layout.output_names(factors):
+            (out / name).mkdir(parents=True)
+        kept, skipped = _select(candidates, reporter)
+        stems = _output_stems(kept)
+        done: list[dict] = []
+        with reporter.task("ingest", total=len(kept), unit="images") as task:
+            ex = ThreadPoolExecutor(max_workers=params.workers)
+            try:
+                futures = [(p, ex.submit(_process_one, p, stems[p], factors, out)) for p in kept]
+                for path, fut in futures:
+                    try:
+                        done.append(fut.result())
+                    except PhotoError as e:
+                        skipped.append((path.name, str(e)))
+                    task.advance(1)
+            except BaseException:
+                ex.shutdown(wait=True, cancel_futures=True)
+                raise
+            ex.shutdown(wait=True)
+        skipped.sort()
+        for name, why in skipped:
+            reporter.warn(f"Skipped {name}: {why}.")
+        if len(done) < MIN_PHOTOS:
+            raise NerfpipeError(
+                f"Only {len(done)} usable photo{'s' if len(done) != 1 else ''} in {photos} "
+                f"({len(skipped)} skipped): a scene needs at least {MIN_PHOTOS}, and 20 or more "
+                "overlapping photos give a good result."
+            )
+        sizes = {}
+        for rec in done:
+            for folder, size in rec["sizes"].items():
+                sizes.setdefault(folder, size)
+                if sizes[folder] != size:  # guarded by _select; a bug if it happens
+                    raise RuntimeError(f"mixed sizes in {folder}")
+        done.sort(key=lambda r: r["name"])
+        return {
+            "photos_dir": str(photos),
+            "images": [r["name"] for r in done],
+            "stems": [r["stem"] for r in done],
+            "sources": {r["name"]: r["source"] for r in done},
+            "skipped": [{"file": n, "reason": w} for n, w in skipped],
+            "sizes": sizes,
+            "factors": list(factors),
+            "body_seconds": round(time.perf_counter() - t0, 3),
+        }
+
+    return body
+
+
+def run(params: IngestParams, reporter: Reporter | None = None) -> StageResult:
+    """Ingest the photos of ``params.photos`` into ``params.scene``; cached (see nerfpipe.cache)."""
+    reporter = reporter or Reporter()
+    factors = _check_factors(params.factors)
+    params = IngestParams(params.photos, params.scene, factors, params.force, params.workers)
+    photos = _check_photos_dir(params)
+    scene = Path(params.scene)
+    if not scene.exists():
+        try:
+            scene.mkdir(parents=True)
+        except OSError as e:
+            raise NerfpipeError(
+                f"Cannot create the scene folder {scene} ({e.strerror or e}): choose a folder you can write to with --scene."
+            ) from None
+    candidates, skipped_by_name = list_candidates(photos)
+    if not candidates:
+        others = len(skipped_by_name)
+        if others == 0:
+            raise NerfpipeError(f"The photo folder {photos} is empty: copy your photos into it.")
+        raise NerfpipeError(
+            f"The folder {photos} holds no photos ({others} other file{'s' if others != 1 else ''}, "
+            f"such as {skipped_by_name[0][0]}): nerfpipe reads {', '.join(sorted(PHOTO_SUFFIXES))}."
+        )
+    for name, why in skipped_by_name:
+        reporter.warn(f"Skipped {name}: {why}.")
+    try:
+        photos_key = photos.resolve().relative_to(scene.resolve()).as_posix()
+    except ValueError:
+        photos_key = str(photos.resolve())
+    spec = StageSpec(
+        name=STAGE,
+        version=VERSION,
+        params={"factors": list(factors), "photos": photos_key},
+        inputs=candidates,
+        outputs=scene_layout.output_names(factors),
+    )
+    return run_stage(scene, spec, _ingest_body(photos, candidates, params, reporter), force=params.force)
+

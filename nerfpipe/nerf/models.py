@@ -1,0 +1,272 @@
+"""The model interface shared by every radiance-field model, and the registry that names them.
+
+One trainer, several kinds of model, chosen by the recipe's ``model`` key. The trainer, datasets,
+checkpoints, evaluation and renderer know only what is in this module:
+
+- :class:`RayBundle` -- rays in, in the space the dataset chose (NDC or world);
+- :class:`SceneBox` -- what a model needs to know of that space, set by the dataset;
+- :class:`RenderOutput` -- colour, depth and opacity out, plus model-specific ``aux`` for its loss;
+- :class:`Model` -- ``render``, ``loss``, ``param_groups``, ``lr_factor``, ``before_step``;
+- :data:`MODELS` / :func:`register_model` / :func:`get_model` -- name -> (config dataclass, builder).
+
+Contract details a model must honour:
+
+- Every registered config dataclass is frozen and has a field ``loss: LossKind = "mse"``;
+  ``nerfpipe.recipes`` copies the recipe's ``[training] loss`` into it, and the model's ``loss``
+  uses :func:`photometric_loss` with it. PSNR is never computed by a model: the trainer computes it
+  from the MSE of ``RenderOutput.rgb``.
+- Checkpoints hold ``model.state_dict()`` and load with ``torch.load(weights_only=True)``:
+  non-parameter state (occupancy grids, step counters) lives in registered buffers, and a model
+  built from the same config and :class:`SceneBox` accepts the saved state dict.
+- ``render`` works for any number of rays; callers chunk with :func:`render_image`, whose chunk
+  size comes from :meth:`Model.bytes_per_ray` and the memory free on the device.
+
+The paper's NeRF registers as ``"nerf"`` (:mod:`nerfpipe.nerf.nerf_model`); the fast grid model
+registers as ``"fast"`` when its module (``nerfpipe.nerf.fast``) is imported. :func:`get_model`
+imports those modules lazily, so a missing or broken fast module never breaks the paper model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import itertools
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LossKind = Literal["mse", "smooth_l1", "l1"]
+LOSS_KINDS: tuple[str, ...] = ("mse", "smooth_l1", "l1")
+SceneKind = Literal["ndc", "bounded", "unbounded"]
+
+
+@dataclass
+class RayBundle:
+    """A batch of rays. ``directions`` are not normalised (NeRF convention: a sample at distance t
+    is ``origins + t * directions``; view directions are normalised inside the model)."""
+
+    origins: Tensor
+    """(rays, 3)"""
+    directions: Tensor
+    """(rays, 3)"""
+    near: Tensor
+    """(rays, 1)"""
+    far: Tensor
+    """(rays, 1)"""
+
+    def __len__(self) -> int:
+        return self.origins.shape[0]
+
+    def __getitem__(self, index) -> "RayBundle":
+        """Rays selected by a slice, an index tensor or a boolean mask."""
+        return RayBundle(self.origins[index], self.directions[index], self.near[index], self.far[index])
+
+    def to(self, device: torch.device | str) -> "RayBundle":
+        return RayBundle(*(t.to(device, non_blocking=True) for t in (self.origins, self.directions, self.near, self.far)))
+
+    @staticmethod
+    def cat(bundles: list["RayBundle"]) -> "RayBundle":
+        return RayBundle(*(torch.cat([getattr(b, f) for b in bundles]) for f in ("origins", "directions", "near", "far")))
+
+
+@dataclass
+class SceneBox:
+    """What a model needs to know of the scene's space, set by the dataset."""
+
+    kind: SceneKind
+    """ndc: forward-facing, rays already in NDC (z in [0, 1] with near 0 and far 1, x and y in about
+    [-1, 1]); bounded: an axis-aligned box (Blender: about [-1.5, 1.5]^3); unbounded: a 360 capture,
+    space outside the unit sphere contracted (mip-NeRF 360)."""
+    aabb: tuple[tuple[float, float, float], tuple[float, float, float]]
+    """(min xyz, max xyz) of the region of interest, in the rays' space."""
+    near: float
+    """Nearest ray distance used for sampling (0 in NDC)."""
+    far: float
+    """Farthest ray distance used for sampling (1 in NDC)."""
+    white_background: bool
+    """Composite the rendered colour over white (Blender RGBA scenes) instead of black."""
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "aabb": [list(self.aabb[0]), list(self.aabb[1])], "near": self.near,
+                "far": self.far, "white_background": self.white_background}
+
+    @staticmethod
+    def from_dict(d: dict) -> "SceneBox":
+        lo, hi = d["aabb"]
+        return SceneBox(d["kind"], (tuple(map(float, lo)), tuple(map(float, hi))), float(d["near"]), float(d["far"]),
+                        bool(d["white_background"]))
+
+
+@dataclass
+class RenderOutput:
+    rgb: Tensor
+    """(rays, 3) in [0, 1]"""
+    depth: Tensor
+    """(rays,) expected distance along the ray, in the ray's parameterisation (NDC t for NDC rays)."""
+    acc: Tensor
+    """(rays,) accumulated opacity"""
+    aux: dict[str, Tensor] = field(default_factory=dict)
+    """Model-specific tensors with a leading (rays, ...) axis, e.g. 'rgb_coarse', for the model's own loss."""
+
+    @staticmethod
+    def cat(outputs: list["RenderOutput"]) -> "RenderOutput":
+        keys = outputs[0].aux.keys()
+        return RenderOutput(
+            torch.cat([o.rgb for o in outputs]),
+            torch.cat([o.depth for o in outputs]),
+            torch.cat([o.acc for o in outputs]),
+            {k: torch.cat([o.aux[k] for o in outputs]) for k in keys},
+        )
+
+
+SMOOTH_L1_BETA = 0.1
+"""Below this absolute colour error smooth_l1 is quadratic (colours are in [0, 1])."""
+
+
+def photometric_loss(kind: LossKind, pred: Tensor, target: Tensor) -> Tensor:
+    """Mean photometric loss of (rays, 3) colours: 'mse', 'smooth_l1' (Huber, beta 0.1) or 'l1'."""
+    if kind == "mse":
+        return F.mse_loss(pred, target)
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(pred, target, beta=SMOOTH_L1_BETA)
+    if kind == "l1":
+        return F.l1_loss(pred, target)
+    raise ValueError(f"unknown loss {kind!r}; expected one of {LOSS_KINDS}")
+
+
+class Model(torch.nn.Module):
+    """A radiance field with its sampler and renderer: rays in, colours out."""
+
+    def render(self, rays: RayBundle, *, train: bool) -> RenderOutput:
+        """Render ``rays``. train=True: perturbation and noise on; train=False: deterministic."""
+        raise NotImplementedError
+
+    def loss(self, out: RenderOutput, target: Tensor, step: int) -> tuple[Tensor, dict[str, float]]:
+        """Total loss for target (rays, 3), including coarse, proposal or regulariser terms; (loss, stats)."""
+        raise NotImplementedError
+
+    def param_groups(self, step_budget: int) -> list[dict]:
+        """Adam parameter groups, each with its base 'lr' (and any other Adam option)."""
+        raise NotImplementedError
+
+    def lr_factor(self, step: int, total_steps: int) -> float:
+        """Multiplier on every group's base lr at ``step`` of ``total_steps``."""
+        return 1.0
+
+    def before_step(self, step: int) -> None:
+        """Called before each optimisation step (occupancy updates, grid growth). Default: nothing."""
+
+    def bytes_per_ray(self, train: bool) -> int:
+        """Rough peak memory of rendering one ray, used to pick chunk sizes. Override when known."""
+        return 256 * 1024
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    config_cls: type
+    """A frozen dataclass with a ``loss`` field; the recipe's model table is parsed into it."""
+    builder: Callable[[object, SceneBox], Model]
+    """builder(config, scene_box) -> Model"""
+
+
+MODELS: dict[str, ModelEntry] = {}
+
+_MODEL_MODULES = {"nerf": "nerfpipe.nerf.nerf_model", "fast": "nerfpipe.nerf.fast"}
+"""Modules that register a model name when imported (looked up lazily by :func:`get_model`)."""
+
+
+def register_model(name: str, config_cls: type, builder: Callable[[object, SceneBox], Model]) -> None:
+    """Make ``name`` usable as a recipe's ``model``. The config class must be a dataclass with ``loss``."""
+    if not dataclasses.is_dataclass(config_cls):
+        raise TypeError(f"{config_cls} is not a dataclass")
+    if "loss" not in {f.name for f in dataclasses.fields(config_cls)}:
+        raise TypeError(f"{config_cls.__name__} has no 'loss' field (see nerfpipe.nerf.models)")
+    MODELS[name] = ModelEntry(name, config_cls, builder)
+
+
+def model_names() -> list[str]:
+    """Names a recipe may use: registered ones and those whose module can be imported on demand."""
+    return sorted(set(MODELS) | set(_MODEL_MODULES))
+
+
+def get_model(name: str) -> ModelEntry:
+    """The registry entry for ``name``, importing its module on first use.
+
+    Raises KeyError for a name nobody registers, and ImportError (with the cause chained) when the
+    module that should register it cannot be imported.
+    """
+    if name not in MODELS and name in _MODEL_MODULES:
+        importlib.import_module(_MODEL_MODULES[name])
+    if name not in MODELS:
+        raise KeyError(name)
+    return MODELS[name]
+
+
+def build_model(name: str, config, scene_box: SceneBox) -> Model:
+    return get_model(name).builder(config, scene_box)
+
+
+MEMORY_FRACTION = 0.25
+"""Share of the device's free memory that one rendering chunk may use."""
+MIN_CHUNK, MAX_CHUNK = 256, 65536
+"""Chunk bounds in rays: below MIN_CHUNK per-call overhead dominates; above MAX_CHUNK nothing is gained."""
+
+
+def free_memory_bytes(device: torch.device | str) -> int:
+    """Memory free for tensors on ``device``: CUDA's free memory, MPS's recommended budget minus what
+    is allocated, or the host's MemAvailable for a CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "mps":
+        return int(torch.mps.recommended_max_memory() - torch.mps.current_allocated_memory())
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def chunk_size(model: Model, device: torch.device | str, *, train: bool = False) -> int:
+    """Rays per rendering call so that one call uses at most MEMORY_FRACTION of the free memory."""
+    budget = free_memory_bytes(device) * MEMORY_FRACTION
+    rays = int(budget // max(1, model.bytes_per_ray(train)))
+    rays = max(MIN_CHUNK, min(MAX_CHUNK, rays))
+    return 1 << (rays.bit_length() - 1)  # a power of two, rounded down
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for an empty module)."""
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def render_image(model: Model, rays: RayBundle, chunk: int | None = None, *, train: bool = False) -> RenderOutput:
+    """``model.render`` over any number of rays in chunks, concatenated; memory stays bounded.
+
+    ``rays`` may live on the CPU: each chunk moves to the model's device and each output back to the
+    rays' device. ``chunk`` defaults to :func:`chunk_size` for the model's device. No autograd when
+    train=False.
+    """
+    device = model_device(model)
+    chunk = chunk or chunk_size(model, device, train=train)
+    out_device = rays.origins.device
+    outs = []
+    with torch.set_grad_enabled(train and torch.is_grad_enabled()):
+        for start in range(0, len(rays), chunk):
+            o = model.render(rays[start : start + chunk].to(device), train=train)
+            if device != out_device:
+                o = RenderOutput(o.rgb.to(out_device), o.depth.to(out_device), o.acc.to(out_device),
+                                 {k: v.to(out_device) for k, v in o.aux.items()})
+            outs.append(o)
+    return RenderOutput.cat(outs)

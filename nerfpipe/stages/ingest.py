@@ -173,25 +173,41 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
 def _select(candidates: list[Path], reporter: Reporter) -> tuple[list[Path], list[tuple[str, str]]]:
     """Drop empty, unreadable, duplicate and odd-sized photos; return the kept ones and (file, reason)."""
     skipped: list[tuple[str, str]] = []
-    infos: dict[Path, tuple] = {}
-    seen_hashes: dict[str, str] = {}
+    readable: list[Path] = []
     for path in candidates:
         if path.stat().st_size == 0:
             skipped.append((path.name, "it is empty (0 bytes): copy it from the phone again"))
+        else:
+            readable.append(path)
+    # Exact copies: keep the shortest name ('IMG_1.jpg' over 'IMG_1 copy.jpg').
+    by_hash: dict[str, list[Path]] = {}
+    for path in readable:
+        by_hash.setdefault(hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest(), []).append(path)
+    copies = {}
+    for same in by_hash.values():
+        keep = min(same, key=lambda p: (len(p.name), p.name))
+        copies.update({p: keep for p in same if p != keep})
+    infos: dict[Path, tuple] = {}
+    for path in readable:
+        if path in copies:
+            skipped.append((path.name, f"it is an exact copy of {copies[path].name}"))
             continue
         try:
             info = probe(path)
         except PhotoError as e:
             skipped.append((path.name, str(e)))
             continue
-        digest = hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
-        if digest in seen_hashes:
-            skipped.append((path.name, f"it is an exact copy of {seen_hashes[digest]}"))
-            continue
-        seen_hashes[digest] = path.name
         infos[path] = (info.width, info.height, info.camera)
     if not infos:
         return [], skipped
+    # A photo without EXIF (an export, a screenshot) cannot be told apart by camera: it joins the
+    # most common camera of its size.
+    known = Counter(key for key in infos.values() if key[2])
+    for path, (w, h, camera) in infos.items():
+        if not camera:
+            same_size = [key for key in known if key[:2] == (w, h)]
+            if same_size:
+                infos[path] = max(same_size, key=known.__getitem__)
     groups = Counter(infos.values())  # in name order: on a tie the group of the first photo wins
     best = max(groups, key=groups.__getitem__)
     w, h, camera = best

@@ -57,20 +57,34 @@ class RayBundle:
     """(rays, 1)"""
     far: Tensor
     """(rays, 1)"""
+    viewdirs: Tensor | None = None
+    """(rays, 3) unit viewing directions in world space, or None to use normalised ``directions``.
+    Set for NDC rays: the paper's model conditions colour on the world direction of the ray, not on
+    its direction in NDC space."""
 
     def __len__(self) -> int:
         return self.origins.shape[0]
 
+    def _fields(self) -> tuple:
+        return (self.origins, self.directions, self.near, self.far, self.viewdirs)
+
     def __getitem__(self, index) -> "RayBundle":
         """Rays selected by a slice, an index tensor or a boolean mask."""
-        return RayBundle(self.origins[index], self.directions[index], self.near[index], self.far[index])
+        return RayBundle(*(None if t is None else t[index] for t in self._fields()))
 
     def to(self, device: torch.device | str) -> "RayBundle":
-        return RayBundle(*(t.to(device, non_blocking=True) for t in (self.origins, self.directions, self.near, self.far)))
+        return RayBundle(*(None if t is None else t.to(device, non_blocking=True) for t in self._fields()))
+
+    def unit_viewdirs(self) -> Tensor:
+        """(rays, 3) the viewing directions the colour is conditioned on."""
+        if self.viewdirs is not None:
+            return self.viewdirs
+        return self.directions / torch.linalg.vector_norm(self.directions, dim=-1, keepdim=True)
 
     @staticmethod
     def cat(bundles: list["RayBundle"]) -> "RayBundle":
-        return RayBundle(*(torch.cat([getattr(b, f) for b in bundles]) for f in ("origins", "directions", "near", "far")))
+        parts = list(zip(*(b._fields() for b in bundles)))
+        return RayBundle(*(None if p[0] is None else torch.cat(p) for p in parts))
 
 
 @dataclass

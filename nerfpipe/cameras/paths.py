@@ -1,0 +1,124 @@
+"""Camera paths for the fly-through video, in the normalised space the model was trained in.
+
+All poses here are OpenGL camera-to-world ``c2w_gl`` (N, 3, 4): columns right, up, backwards,
+centre. The constants are the ones of the NeRF paper's code (nerf-pytorch ``load_llff.py`` and
+``load_blender.py``), named.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# LLFF spiral (forward-facing scenes)
+SPIRAL_FRAMES = 120
+SPIRAL_ROTATIONS = 2
+SPIRAL_ZRATE = 0.5
+"""How fast the camera moves in and out along the viewing axis, relative to the spiral's turns."""
+SPIRAL_RADIUS_PERCENTILE = 90
+"""Spiral radii: this percentile of the absolute camera offsets from the mean pose, per axis."""
+CLOSE_DEPTH_STRETCH = 0.9
+"""Near focus bound: this times the smallest scene depth."""
+INF_DEPTH_STRETCH = 5.0
+"""Far focus bound: this times the largest scene depth."""
+FOCUS_DISPARITY_WEIGHT = 0.75
+"""Focus depth: weighted mean in disparity, 0.25 on the near bound and 0.75 on the far bound."""
+
+# Blender synthetic scenes: the paper's turntable
+BLENDER_FRAMES = 40
+BLENDER_ELEVATION_DEG = -30.0
+BLENDER_RADIUS = 4.0
+
+# 360-degree captures
+CIRCLE_FRAMES = 120
+
+
+def normalize(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def viewmatrix(back: np.ndarray, up: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """(3, 4) ``c2w_gl`` looking along -``back`` with ``up`` roughly up, at ``centre``."""
+    z = normalize(back)
+    x = normalize(np.cross(up, z))
+    y = normalize(np.cross(z, x))
+    return np.stack([x, y, z, centre], axis=1)
+
+
+def poses_avg(c2w_gl: np.ndarray) -> np.ndarray:
+    """(N, 3, 4) -> (3, 4): mean centre, summed viewing and up axes (the paper's average pose)."""
+    centre = c2w_gl[:, :3, 3].mean(0)
+    back = normalize(c2w_gl[:, :3, 2].sum(0))
+    up = c2w_gl[:, :3, 1].sum(0)
+    return viewmatrix(back, up, centre)
+
+
+def focus_depth(bounds: np.ndarray) -> float:
+    """Depth the spiral looks at, from the scene's (N, 2) near/far bounds."""
+    close = bounds.min() * CLOSE_DEPTH_STRETCH
+    far = bounds.max() * INF_DEPTH_STRETCH
+    w = FOCUS_DISPARITY_WEIGHT
+    return float(1.0 / ((1.0 - w) / close + w / far))
+
+
+def spiral_path(
+    c2w_gl: np.ndarray,
+    bounds: np.ndarray,
+    n_frames: int = SPIRAL_FRAMES,
+    rotations: float = SPIRAL_ROTATIONS,
+    zrate: float = SPIRAL_ZRATE,
+) -> np.ndarray:
+    """The LLFF spiral around the average pose of (N, 3, 4) training cameras -> (n_frames, 3, 4).
+
+    Radii are taken in the average camera's frame (for recentred poses, as in the paper's code, that
+    frame is the world's).
+    """
+    avg = poses_avg(c2w_gl)
+    up = normalize(c2w_gl[:, :3, 1].sum(0))
+    focal = focus_depth(bounds)
+    offsets = (c2w_gl[:, :3, 3] - avg[:, 3]) @ avg[:, :3]
+    radii = np.percentile(np.abs(offsets), SPIRAL_RADIUS_PERCENTILE, axis=0)
+    radii = np.append(radii, 1.0)
+    out = []
+    for theta in np.linspace(0.0, 2.0 * np.pi * rotations, n_frames + 1)[:-1]:
+        offset = np.array([np.cos(theta), -np.sin(theta), -np.sin(theta * zrate), 1.0]) * radii
+        centre = avg @ offset
+        target = avg @ np.array([0.0, 0.0, -focal, 1.0])
+        out.append(viewmatrix(centre - target, up, centre))
+    return np.stack(out)
+
+
+def pose_spherical(theta_deg: float, phi_deg: float, radius: float) -> np.ndarray:
+    """(3, 4) camera on a sphere looking at the origin, Blender's z-up world (the paper's turntable)."""
+    th, ph = np.deg2rad(theta_deg), np.deg2rad(phi_deg)
+    trans = np.eye(4)
+    trans[2, 3] = radius
+    rot_phi = np.array([[1, 0, 0, 0], [0, np.cos(ph), -np.sin(ph), 0], [0, np.sin(ph), np.cos(ph), 0], [0, 0, 0, 1]])
+    rot_theta = np.array([[np.cos(th), 0, -np.sin(th), 0], [0, 1, 0, 0], [np.sin(th), 0, np.cos(th), 0], [0, 0, 0, 1]])
+    swap = np.array([[-1, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=float)
+    return (swap @ rot_theta @ rot_phi @ trans)[:3]
+
+
+def blender_path(n_frames: int = BLENDER_FRAMES) -> np.ndarray:
+    """The paper's 40-frame circle at elevation -30 degrees, radius 4 -> (n_frames, 3, 4)."""
+    angles = np.linspace(-180.0, 180.0, n_frames + 1)[:-1]
+    return np.stack([pose_spherical(a, BLENDER_ELEVATION_DEG, BLENDER_RADIUS) for a in angles])
+
+
+def circle_path(c2w_gl: np.ndarray, n_frames: int = CIRCLE_FRAMES) -> np.ndarray:
+    """A circle around the scene centre at the cameras' mean height, for 360-degree captures.
+
+    Works in the frame of spherified poses (scene centre at the origin, cameras on a sphere): the
+    up axis is the mean camera up, the radius the mean horizontal distance of the cameras.
+    """
+    centres = c2w_gl[:, :3, 3]
+    up = normalize(c2w_gl[:, :3, 1].sum(0))
+    height = float((centres @ up).mean())
+    flat = centres - np.outer(centres @ up, up)
+    radius = float(np.linalg.norm(flat, axis=1).mean())
+    a = normalize(flat[0])
+    b = np.cross(up, a)
+    out = []
+    for th in np.linspace(0.0, 2.0 * np.pi, n_frames + 1)[:-1]:
+        centre = height * up + radius * (np.cos(th) * a + np.sin(th) * b)
+        out.append(viewmatrix(centre - height * up, up, centre))
+    return np.stack(out)

@@ -63,15 +63,20 @@ def _size(size) -> str:
 @app.command()
 @user_errors
 def ingest(
-    photos: Path = typer.Argument(..., help="Folder holding the photos (may be the scene folder itself)."),
+    photos: Path = typer.Argument(..., help="Folder holding the photos (may be the scene folder itself), or a video (.mp4, .mov)."),
     scene: Path = typer.Option(Path("."), "--scene", "-s", help="Scene folder to write images/, images_4/, images_8/ into."),
     factors: List[int] = typer.Option([4, 8], "--factors", "-f", help="Downsampling factors (repeat: -f 4 -f 8)."),
+    frames: int = typer.Option(100, "--frames", help="Frames kept from each video: the sharpest of each of this many windows."),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if it is up to date."),
 ) -> None:
-    """Make the photos upright, RGB and 8-bit in images/, and downsample them into images_4/, images_8/."""
+    """Make the photos upright, RGB and 8-bit in images/, and downsample them into images_4/, images_8/.
+
+    Videos (alone or beside photos) give their sharpest frames, spread through the clip.
+    """
     from nerfpipe.stages import ingest as stage
 
-    res = stage.run(stage.IngestParams(photos=photos, scene=scene, factors=tuple(factors), force=force), RichReporter())
+    params = stage.IngestParams(photos=photos, scene=scene, factors=tuple(factors), frames=frames, force=force)
+    res = stage.run(params, RichReporter())
     r = res.result
     if not res.ran:
         CONSOLE.print(f"ingest is up to date: {len(r['images'])} photos in {scene / 'images'} (nothing to do).")

@@ -24,6 +24,7 @@ What stops and what warns (one sentence each, naming the file):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -40,6 +41,7 @@ from PIL import Image
 from nerfpipe import scene as scene_layout
 from nerfpipe.cache import StageResult, StageSpec, run_stage
 from nerfpipe.errors import NerfpipeError
+from nerfpipe.frames import DEFAULT_FRAMES, VIDEO_SUFFIXES, VideoError, extract_frames
 from nerfpipe.photos import PHOTO_SUFFIXES, UNSUPPORTED_PHOTO_SUFFIXES, PhotoError, probe, read_rgb8
 from nerfpipe.progress import Reporter
 
@@ -62,6 +64,8 @@ class IngestParams:
     """Downsampling factors; each gives an images_<k>/ folder."""
     force: bool = False
     """Redo the stage even if it is up to date."""
+    frames: int = DEFAULT_FRAMES
+    """Frames kept from each video (the sharpest of each of this many windows)."""
     workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     """Threads decoding and encoding photos."""
 
@@ -84,20 +88,25 @@ def downsample(rgb: np.ndarray, factor: int) -> np.ndarray:
     return cv2.resize(crop, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
 
 
-def list_candidates(photos: Path) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Photo files in ``photos`` (top level, sorted by name) and (file, reason) for files skipped by name."""
-    photos_files, skipped = [], []
+def list_candidates(photos: Path) -> tuple[list[Path], list[Path], list[tuple[str, str]]]:
+    """Photo files and video files in ``photos`` (a folder, top level, sorted by name, or one video
+    file), and (file, reason) for files skipped by name."""
+    if photos.is_file():
+        return [], [photos], []
+    photos_files, videos, skipped = [], [], []
     for path in sorted(photos.iterdir(), key=lambda p: p.name):
         if path.name.startswith(".") or not path.is_file():
             continue
         suffix = path.suffix.lower()
         if suffix in PHOTO_SUFFIXES:
             photos_files.append(path)
+        elif suffix in VIDEO_SUFFIXES:
+            videos.append(path)
         elif suffix in UNSUPPORTED_PHOTO_SUFFIXES:
             skipped.append((path.name, UNSUPPORTED_PHOTO_SUFFIXES[suffix]))
         else:
             skipped.append((path.name, "it is not a photo"))
-    return photos_files, skipped
+    return photos_files, videos, skipped
 
 
 def _output_stems(paths: list[Path]) -> dict[Path, str]:
@@ -110,8 +119,11 @@ def _check_photos_dir(params: IngestParams) -> Path:
     photos = Path(params.photos)
     if not photos.exists():
         raise NerfpipeError(f"The photo folder {photos} does not exist: check the path.")
-    if not photos.is_dir():
-        raise NerfpipeError(f"{photos} is a file, not a folder: pass the folder that holds the photos.")
+    if photos.is_file() and photos.suffix.lower() not in VIDEO_SUFFIXES:
+        raise NerfpipeError(
+            f"{photos} is a file, not a folder or a video: pass the folder that holds the photos, or a "
+            f"video ({', '.join(sorted(VIDEO_SUFFIXES))})."
+        )
     scene = Path(params.scene).resolve()
     owned = {(scene / name).resolve() for name in scene_layout.output_names(params.factors)}
     if photos.resolve() in owned:
@@ -225,14 +237,39 @@ def _select(candidates: list[Path], reporter: Reporter) -> tuple[list[Path], lis
     return kept, skipped
 
 
-def _ingest_body(photos: Path, candidates: list[Path], params: IngestParams, reporter: Reporter):
+def _expand_videos(videos: list[Path], out: Path, params: IngestParams, reporter: Reporter,
+                   single: bool) -> tuple[list[Path], dict, list[tuple[str, str]]]:
+    """Frames of each video written as PNG files under ``out/.frames``: (files, {name: info}, skipped)."""
+    frame_dir = out / ".frames"
+    frame_dir.mkdir()
+    files, info, skipped = [], {}, []
+    for video in videos:
+        try:
+            with reporter.task(f"frames of {video.name}", unit="frames") as task:
+                frames = extract_frames(video, frame_dir, video.stem, params.frames, task)
+        except VideoError as e:
+            if single:
+                raise NerfpipeError(f"The video {video} cannot be used: {e}.") from None
+            skipped.append((video.name, str(e)))
+            continue
+        for f in frames:
+            files.append(f.path)
+            info[f.path.name] = {"video": video.name, "index": f.index, "time": f.time, "sharpness": f.sharpness}
+    return files, info, skipped
+
+
+def _ingest_body(photos: Path, candidates: list[Path], videos: list[Path], params: IngestParams, reporter: Reporter):
     factors = params.factors
 
     def body(out: Path) -> dict:
         t0 = time.perf_counter()
         for name in scene_layout.output_names(factors):
             (out / name).mkdir(parents=True)
-        kept, skipped = _select(candidates, reporter)
+        frame_files, frame_info, skipped_videos = _expand_videos(
+            videos, out, params, reporter, single=not candidates and len(videos) == 1
+        )
+        kept, skipped = _select(sorted(candidates + frame_files, key=lambda p: p.name), reporter)
+        skipped += skipped_videos
         stems = _output_stems(kept)
         done: list[dict] = []
         with reporter.task("ingest", total=len(kept), unit="images") as task:
@@ -270,6 +307,8 @@ def _ingest_body(photos: Path, candidates: list[Path], params: IngestParams, rep
             "images": [r["name"] for r in done],
             "stems": [r["stem"] for r in done],
             "sources": {r["name"]: r["source"] for r in done},
+            "videos": [v.name for v in videos],
+            "frames": {r["name"]: frame_info[r["source"]] for r in done if r["source"] in frame_info},
             "skipped": [{"file": n, "reason": w} for n, w in skipped],
             "sizes": sizes,
             "factors": list(factors),
@@ -283,7 +322,7 @@ def run(params: IngestParams, reporter: Reporter | None = None) -> StageResult:
     """Ingest the photos of ``params.photos`` into ``params.scene``; cached (see nerfpipe.cache)."""
     reporter = reporter or Reporter()
     factors = _check_factors(params.factors)
-    params = IngestParams(params.photos, params.scene, factors, params.force, params.workers)
+    params = dataclasses.replace(params, factors=factors)
     photos = _check_photos_dir(params)
     scene = Path(params.scene)
     if not scene.exists():
@@ -293,14 +332,14 @@ def run(params: IngestParams, reporter: Reporter | None = None) -> StageResult:
             raise NerfpipeError(
                 f"Cannot create the scene folder {scene} ({e.strerror or e}): choose a folder you can write to with --scene."
             ) from None
-    candidates, skipped_by_name = list_candidates(photos)
-    if not candidates:
+    candidates, videos, skipped_by_name = list_candidates(photos)
+    if not candidates and not videos:
         others = len(skipped_by_name)
         if others == 0:
             raise NerfpipeError(f"The photo folder {photos} is empty: copy your photos into it.")
         raise NerfpipeError(
             f"The folder {photos} holds no photos ({others} other file{'s' if others != 1 else ''}, "
-            f"such as {skipped_by_name[0][0]}): nerfpipe reads {', '.join(sorted(PHOTO_SUFFIXES))}."
+            f"such as {skipped_by_name[0][0]}): nerfpipe reads {', '.join(sorted(PHOTO_SUFFIXES | VIDEO_SUFFIXES))}."
         )
     for name, why in skipped_by_name:
         reporter.warn(f"Skipped {name}: {why}.")
@@ -311,9 +350,9 @@ def run(params: IngestParams, reporter: Reporter | None = None) -> StageResult:
     spec = StageSpec(
         name=STAGE,
         version=VERSION,
-        params={"factors": list(factors), "photos": photos_key},
-        inputs=candidates,
+        params={"factors": list(factors), "photos": photos_key, **({"frames": params.frames} if videos else {})},
+        inputs=candidates + videos,
         outputs=scene_layout.output_names(factors),
     )
-    return run_stage(scene, spec, _ingest_body(photos, candidates, params, reporter), force=params.force)
+    return run_stage(scene, spec, _ingest_body(photos, candidates, videos, params, reporter), force=params.force)
 

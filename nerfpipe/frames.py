@@ -1,0 +1,136 @@
+"""Frames from a phone video: the sharpest frame of each window, spread through the clip.
+
+Decoding goes through imageio-ffmpeg (its own ffmpeg binary), which applies the video's rotation
+metadata, so a portrait phone video gives portrait frames. Two passes keep memory small whatever
+the clip's length: the first scores every frame (variance of the Laplacian of a downscaled grey
+copy) and keeps a tiny thumbnail of it; the second writes the chosen frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import imageio_ffmpeg
+import numpy as np
+
+from nerfpipe.progress import Task
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm"}
+DEFAULT_FRAMES = 100
+"""Frames kept from a clip by default."""
+MIN_DISTINCT_FRAMES = 10
+"""A clip that gives fewer distinct frames than this cannot make a scene."""
+SHARPNESS_LONG_SIDE = 480
+"""Frames are scored at this size (long side, pixels): fast, and blur still shows."""
+THUMB_SIZE = (48, 48)
+DISTINCT_MEAN_ABS_DIFF = 3.0
+"""Two kept frames whose 48x48 grey thumbnails differ by less than this (0-255 levels) are one view."""
+
+
+class VideoError(Exception):
+    """A clip that cannot give frames; the message says why in a few words."""
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    index: int
+    """Frame number in the clip (0-based, decoding order)."""
+    time: float
+    """Seconds from the start (index / fps)."""
+    sharpness: float
+    path: Path
+    """Where the frame was written (PNG)."""
+
+
+def sharpness(rgb: np.ndarray) -> float:
+    """Variance of the Laplacian of a downscaled grey copy: higher is sharper."""
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    h, w = grey.shape
+    scale = SHARPNESS_LONG_SIDE / max(h, w)
+    if scale < 1:
+        grey = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+def _frames(path: Path):
+    """(meta, generator of (H, W, 3) uint8 frames); raises VideoError when nothing can be decoded."""
+    try:
+        gen = imageio_ffmpeg.read_frames(str(path))
+        meta = next(gen)
+    except (RuntimeError, OSError, StopIteration) as e:
+        raise VideoError(f"no frame can be decoded ({str(e).splitlines()[0] if str(e) else 'unreadable'})") from None
+    w, h = meta["size"]
+
+    def frames():
+        try:
+            for buf in gen:
+                yield np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3)
+        except (RuntimeError, OSError):
+            return  # a damaged tail: keep what decoded
+        finally:
+            gen.close()
+
+    return meta, frames()
+
+
+def pick_frames(scores: np.ndarray, thumbs: np.ndarray, target: int) -> list[int]:
+    """Indices of the sharpest frame in each of ``target`` equal windows, near-duplicates dropped.
+
+    scores: (frames,); thumbs: (frames, 48, 48) uint8.
+    """
+    n = len(scores)
+    picked = [int(w[np.argmax(scores[w])]) for w in np.array_split(np.arange(n), min(target, n)) if len(w)]
+    kept: list[int] = []
+    for i in picked:
+        if kept and np.abs(thumbs[i].astype(np.int16) - thumbs[kept[-1]]).mean() < DISTINCT_MEAN_ABS_DIFF:
+            if scores[i] > scores[kept[-1]]:
+                kept[-1] = i  # the same view: keep the sharper one
+            continue
+        kept.append(i)
+    return kept
+
+
+def extract_frames(video: Path, out_dir: Path, prefix: str, target: int = DEFAULT_FRAMES,
+                   task: Task | None = None) -> list[VideoFrame]:
+    """Write the chosen frames of ``video`` as ``out_dir/<prefix>_<index:05d>.png``.
+
+    Raises VideoError when the clip has no decodable frame or fewer than MIN_DISTINCT_FRAMES distinct ones.
+    """
+    meta, frames = _frames(video)
+    fps = float(meta.get("fps") or 30.0)
+    if task is not None:
+        duration = float(meta.get("duration") or 0.0)
+        task.set_total(2 * max(1, round(duration * fps)) or None)
+    scores, thumbs = [], []
+    for rgb in frames:
+        scores.append(sharpness(rgb))
+        thumbs.append(cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), THUMB_SIZE, interpolation=cv2.INTER_AREA))
+        if task is not None:
+            task.advance(1)
+    if not scores:
+        raise VideoError("no frame can be decoded")
+    chosen = pick_frames(np.asarray(scores), np.stack(thumbs), target)
+    if len(chosen) < MIN_DISTINCT_FRAMES:
+        raise VideoError(
+            f"it gives only {len(chosen)} distinct frame{'s' if len(chosen) != 1 else ''} "
+            f"(at least {MIN_DISTINCT_FRAMES} are needed): film a longer, slow sweep around the subject"
+        )
+    wanted = set(chosen)
+    out: list[VideoFrame] = []
+    _, frames = _frames(video)
+    for index, rgb in enumerate(frames):
+        if index in wanted:
+            path = out_dir / f"{prefix}_{index:05d}.png"
+            ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+            if not ok:
+                raise VideoError(f"frame {index} could not be encoded")
+            path.write_bytes(buf.tobytes())
+            out.append(VideoFrame(index, round(index / fps, 4), round(scores[index], 2), path))
+        if task is not None:
+            task.advance(1)
+        if index >= max(wanted):
+            break
+    frames.close()
+    return out

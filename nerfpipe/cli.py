@@ -56,6 +56,18 @@ def user_errors(fn):
     return wrapper
 
 
+def _int_list(values: List[str], option: str) -> tuple[int, ...]:
+    """'4,8' or repeated options -> (4, 8); a bad value is a user error."""
+    out = []
+    for value in values:
+        for part in value.replace(",", " ").split():
+            try:
+                out.append(int(part))
+            except ValueError:
+                raise NerfpipeError(f"{option} takes whole numbers such as 4,8, not {part!r}.") from None
+    return tuple(out)
+
+
 def _size(size) -> str:
     return f"{size[0]}x{size[1]}"
 
@@ -65,7 +77,7 @@ def _size(size) -> str:
 def ingest(
     photos: Path = typer.Argument(..., help="Folder holding the photos (may be the scene folder itself), or a video (.mp4, .mov)."),
     scene: Path = typer.Option(Path("."), "--scene", "-s", help="Scene folder to write images/, images_4/, images_8/ into."),
-    factors: List[int] = typer.Option([4, 8], "--factors", "-f", help="Downsampling factors (repeat: -f 4 -f 8)."),
+    factors: List[str] = typer.Option(["4", "8"], "--factors", "-f", help="Downsampling factors: --factors 4,8 (or repeat: -f 4 -f 8)."),
     frames: int = typer.Option(100, "--frames", help="Frames kept from each video: the sharpest of each of this many windows."),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if it is up to date."),
 ) -> None:
@@ -75,7 +87,7 @@ def ingest(
     """
     from nerfpipe.stages import ingest as stage
 
-    params = stage.IngestParams(photos=photos, scene=scene, factors=tuple(factors), frames=frames, force=force)
+    params = stage.IngestParams(photos=photos, scene=scene, factors=_int_list(factors, "--factors"), frames=frames, force=force)
     res = stage.run(params, RichReporter())
     r = res.result
     if not res.ran:

@@ -339,3 +339,15 @@ def test_real_fern_photos(fern_dir, tmp_path):
     assert res.result["sizes"] == {"images": [4032, 3024], "images_4": [1008, 752], "images_8": [496, 368]}
     assert rep.warnings == []
     assert rep.tasks[0].unit == "images" and rep.tasks[0].done == 3
+
+
+def test_cli_factors_comma_list_and_summary(tmp_path):
+    _photos(tmp_path / "photos", 3)
+    result = RUNNER.invoke(app, ["ingest", str(tmp_path / "photos"), "--scene", str(tmp_path), "--factors", "2,4"])
+    assert result.exit_code == 0, result.output
+    assert "3 photos used, 0 skipped" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("images")) == ["images", "images_2", "images_4"]
+    again = RUNNER.invoke(app, ["ingest", str(tmp_path / "photos"), "--scene", str(tmp_path), "-f", "2", "-f", "4"])
+    assert "up to date" in again.output
+    bad = RUNNER.invoke(app, ["ingest", str(tmp_path / "photos"), "--scene", str(tmp_path), "--factors", "four"])
+    assert bad.exit_code == 1 and "whole numbers" in bad.output

@@ -1,0 +1,74 @@
+"""Volume rendering: densities and colours along rays -> pixel colour, depth, disparity, opacity.
+
+The quadrature of the paper (eq. 3), as the reference code computes it:
+
+- ``delta_i = (z_{i+1} - z_i) * |d|`` with the last interval "infinite" (1e10), so a ray's last
+  sample absorbs what is left;
+- ``alpha_i = 1 - exp(-sigma_i * delta_i)``, with ``sigma = relu(raw + noise)`` applied by the caller;
+- ``T_i = prod_{j<i} (1 - alpha_j + 1e-10)`` and ``w_i = alpha_i * T_i``;
+- colour ``sum w_i c_i`` (plus ``1 - sum w_i`` of white with a white background), depth
+  ``sum w_i z_i``, accumulation ``sum w_i``, disparity ``1 / max(1e-10, depth / acc)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+LAST_DELTA = 1e10
+"""Length given to the interval after a ray's last sample."""
+TRANSMITTANCE_EPS = 1e-10
+"""Added to each (1 - alpha) factor of the transmittance, as in the reference code."""
+DISPARITY_EPS = 1e-10
+
+
+@dataclass
+class Composite:
+    rgb: Tensor
+    """(rays, 3)"""
+    depth: Tensor
+    """(rays,)"""
+    acc: Tensor
+    """(rays,)"""
+    disparity: Tensor
+    """(rays,)"""
+    weights: Tensor
+    """(rays, samples)"""
+
+
+def deltas(z: Tensor, directions: Tensor) -> Tensor:
+    """z (rays, samples), directions (rays, 3) -> interval lengths in world units (rays, samples)."""
+    d = z[:, 1:] - z[:, :-1]
+    d = torch.cat([d, torch.full_like(z[:, :1], LAST_DELTA)], dim=-1)
+    return d * torch.linalg.vector_norm(directions, dim=-1, keepdim=True)
+
+
+def alpha_from_density(sigma: Tensor, delta: Tensor) -> Tensor:
+    """sigma (non-negative), delta (rays, samples) -> alpha = 1 - exp(-sigma * delta) (rays, samples)."""
+    return -torch.expm1(-sigma * delta)
+
+
+def weights_from_alpha(alpha: Tensor) -> Tensor:
+    """alpha (rays, samples) -> weights w_i = alpha_i * prod_{j<i} (1 - alpha_j + 1e-10) (rays, samples)."""
+    trans = torch.cumprod(1.0 - alpha + TRANSMITTANCE_EPS, dim=-1)
+    trans = torch.cat([torch.ones_like(trans[:, :1]), trans[:, :-1]], dim=-1)
+    return alpha * trans
+
+
+def composite(weights: Tensor, rgb: Tensor, z: Tensor, *, white_background: bool) -> Composite:
+    """weights (rays, samples), rgb (rays, samples, 3) in [0, 1], z (rays, samples) -> :class:`Composite`."""
+    acc = weights.sum(dim=-1)
+    color = torch.einsum("rs,rsc->rc", weights, rgb)
+    if white_background:
+        color = color + (1.0 - acc)[:, None]
+    depth = (weights * z).sum(dim=-1)
+    disparity = 1.0 / torch.clamp(depth / torch.clamp(acc, min=DISPARITY_EPS), min=DISPARITY_EPS)
+    return Composite(color, depth, acc, disparity, weights)
+
+
+def render_along_rays(sigma: Tensor, rgb: Tensor, z: Tensor, directions: Tensor, *, white_background: bool) -> Composite:
+    """sigma (rays, samples) >= 0, rgb (rays, samples, 3), z (rays, samples), directions (rays, 3) -> Composite."""
+    alpha = alpha_from_density(sigma, deltas(z, directions))
+    return composite(weights_from_alpha(alpha), rgb, z, white_background=white_background)

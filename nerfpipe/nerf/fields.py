@@ -128,20 +128,39 @@ class _Shape(tuple):
         return super().__new__(cls, (depth, width, pos_dims, tuple(skips), use_viewdirs, samples_per_ray))
 
 
+def _mkldnn_linear_relu_available() -> bool:
+    try:
+        x = torch.ones(2, 3)
+        out = torch.ops.mkldnn._linear_pointwise(x, torch.ones(4, 3), torch.zeros(4), "relu", [], "")
+        return bool(torch.equal(out, torch.full((2, 4), 3.0)))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+_MKLDNN_LINEAR_RELU = _mkldnn_linear_relu_available()
+
+
+def linear_relu(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """relu(x @ weight^T + bias) (rows, out), as one oneDNN call on a CPU (no bias broadcast, no
+    separate ReLU pass) and addmm + in-place ReLU elsewhere. No autograd."""
+    if _MKLDNN_LINEAR_RELU and x.device.type == "cpu" and x.dtype == torch.float32 and x.shape[0] > 0:
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "relu", [], "")
+    return torch.relu_(torch.addmm(bias, x, weight.t()))
+
+
 def _field_forward(shape: _Shape, x: Tensor, dir_term: Tensor | None, noise: Tensor | None, params: list[Tensor], keep: bool):
     """The forward pass of :meth:`NerfMLP.evaluate`; with ``keep`` also what the backward pass needs."""
     depth, width, pos_dims, skips, use_viewdirs, spr = shape
     hs = []
-    h = torch.relu_(torch.addmm(params[1], x, params[0].t()))
+    h = linear_relu(x, params[0], params[1])
     hs.append(h)
     for i in range(1, depth):
         w, b = params[2 * i], params[2 * i + 1]
         if i - 1 in skips:
             pre = torch.addmm(b, x, w[:, :pos_dims].t())
-            pre = torch.addmm(pre, h, w[:, pos_dims:].t())
+            h = torch.relu_(pre.addmm_(h, w[:, pos_dims:].t()))
         else:
-            pre = torch.addmm(b, h, w.t())
-        h = torch.relu_(pre)
+            h = linear_relu(h, w, b)
         if keep:
             hs.append(h)
     heads = params[2 * depth :]

@@ -1,0 +1,144 @@
+"""LLFF scene folders: ``poses_bounds.npy`` + ``images_<k>/`` (made by nerfpipe, or the published layout).
+
+What the reference loader does, step by step (each step named in :mod:`nerfpipe.cameras`):
+
+1. read ``poses_bounds.npy`` (N, 17): LLFF camera-to-world [down, right, back, centre], the
+   full-resolution (H, W, focal) and per-camera near/far bounds;
+2. take H, W from the images in ``images_<k>/`` and divide the focal length by k (nerfpipe's
+   ``images_k`` are centre-cropped before downsampling, so the principal point stays at the centre);
+3. LLFF axes -> OpenGL axes (:func:`~nerfpipe.cameras.conventions.gl_from_llff`);
+4. bd_factor rescale (0.75), recenter, and spherify for 360-degree captures
+   (:func:`~nerfpipe.cameras.normalize.normalize_llff`);
+5. hold out every ``llffhold``-th image (0, 8, 16, ... for llffhold 8) for evaluation;
+6. near/far: NDC rays span t in [0, 1]; without NDC, 0.9 * min(bounds) .. max(bounds).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from nerfpipe import scene as scene_layout
+from nerfpipe.cameras.conventions import gl_from_llff, read_poses_bounds
+from nerfpipe.cameras.normalize import BD_FACTOR, normalize_llff
+from nerfpipe.datasets.base import SceneData, box_around, frustum_corners
+from nerfpipe.errors import NerfpipeError
+from nerfpipe.nerf.models import SceneBox
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+NEAR_MARGIN = 0.9
+"""Without NDC, rays start at this fraction of the nearest bound (the reference code's choice)."""
+SPHERE_BOX = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))
+"""Region of interest of a spherified capture: the cameras lie at radius about 1 around it."""
+
+
+def list_published_images(folder: Path) -> list[str]:
+    """Image file names in ``folder``, sorted (the published LLFF layout's dataset order)."""
+    return sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def read_image(path: Path) -> np.ndarray:
+    """(H, W, 3) float32 RGB in [0, 1]."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise NerfpipeError(f"Cannot read the image {path}: replace it or run nerfpipe ingest again.")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+
+
+def image_files(scene: Path, factor: int, stems: list[str] | None) -> list[Path]:
+    """The images_<factor> files in dataset order: ``<stem>.png`` for each registered stem, or every image (published layout)."""
+    folder = scene_layout.images_dir(scene, factor)
+    if not folder.is_dir():
+        raise NerfpipeError(
+            f"There is no {folder.name}/ folder in {scene}: run `nerfpipe ingest PHOTOS --scene {scene} --factors {factor}` "
+            f"or choose another factor with --factor."
+        )
+    if stems is None:
+        return [folder / name for name in list_published_images(folder)]
+    paths = [folder / f"{stem}.png" for stem in stems]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise NerfpipeError(
+            f"{missing[0]} is missing ({len(missing)} of {len(paths)} images in {folder.name}/): run "
+            f"`nerfpipe ingest PHOTOS --scene {scene} --factors {factor}` again."
+        )
+    return paths
+
+
+def load_llff(
+    scene: Path,
+    *,
+    factor: int = 8,
+    llffhold: int = 8,
+    ndc: bool = True,
+    spherify: bool = False,
+    bd_factor: float = BD_FACTOR,
+    white_background: bool = False,
+    stems: list[str] | None = None,
+) -> SceneData:
+    """Load an LLFF scene folder. ``stems``: the registered images' stems in poses_bounds order
+    (a nerfpipe scene); None reads every image of images_<factor>/ in sorted order (published layout)."""
+    scene = Path(scene)
+    if ndc and spherify:
+        raise NerfpipeError("ndc and spherify cannot both be on: NDC is for forward-facing scenes, spherify for 360-degree ones; set ndc = false.")
+    pb_path = scene / scene_layout.POSES_BOUNDS
+    if not pb_path.exists():
+        raise NerfpipeError(f"There is no {pb_path.name} in {scene}: run `nerfpipe poses --scene {scene}` first.")
+    try:
+        poses_llff, bounds = read_poses_bounds(pb_path)
+    except ValueError as e:
+        raise NerfpipeError(f"{pb_path} is not an LLFF poses file ({e}): run `nerfpipe poses` again.") from None
+    paths = image_files(scene, factor, stems)
+    if len(paths) != poses_llff.shape[0]:
+        raise NerfpipeError(
+            f"{pb_path} holds {poses_llff.shape[0]} cameras but {paths[0].parent if paths else scene} has {len(paths)} images: "
+            "run `nerfpipe poses` again so that they match."
+        )
+    images = np.stack([read_image(p) for p in paths])
+    n, height, width = images.shape[:3]
+    if any(img.shape[:2] != (height, width) for img in images):
+        raise NerfpipeError(f"The images in {paths[0].parent} differ in size: run nerfpipe ingest again.")
+    full_h, full_w, full_focal = poses_llff[0, :, 4]
+    focal = float(full_focal) / factor
+
+    c2w, bounds_n, steps = normalize_llff(gl_from_llff(poses_llff), bounds, bd_factor=bd_factor, spherify=spherify)
+    i_test = list(range(0, n, llffhold)) if llffhold > 0 else []
+    i_train = [i for i in range(n) if i not in set(i_test)]
+    if not i_train:
+        raise NerfpipeError(f"With llffhold {llffhold} no image of {n} is left for training: raise llffhold or set it to 0.")
+
+    if ndc:
+        near, far = 0.0, 1.0
+    else:
+        near, far = float(bounds_n.min() * NEAR_MARGIN), float(bounds_n.max())
+    c2w_t = torch.from_numpy(c2w).float()
+    if spherify:
+        box = SceneBox("unbounded", SPHERE_BOX, near, far, white_background)
+    else:
+        ray_near, ray_far = (0.0, 1.0) if ndc else (near, far)
+        corners = frustum_corners(c2w_t[i_train], height, width, focal, ray_near, ray_far, ndc)
+        box = SceneBox("ndc" if ndc else "bounded", box_around(corners), ray_near, ray_far, white_background)
+    return SceneData(
+        kind="llff",
+        names=[p.name for p in paths],
+        images=torch.from_numpy(images),
+        c2w=c2w_t,
+        height=height,
+        width=width,
+        focal=focal,
+        near=near,
+        far=far,
+        i_train=i_train,
+        i_test=i_test,
+        ndc=ndc,
+        white_background=white_background,
+        scene_box=box,
+        bounds=bounds_n,
+        steps=steps,
+        source={"folder": str(scene), "poses": pb_path.name, "images": paths[0].parent.name, "factor": factor,
+                "full_size": [int(full_w), int(full_h)], "full_focal": float(full_focal), "bd_factor": bd_factor,
+                "spherify": spherify, "llffhold": llffhold},
+    )

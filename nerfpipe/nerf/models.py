@@ -265,12 +265,19 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def render_image(model: Model, rays: RayBundle, chunk: int | None = None, *, train: bool = False) -> RenderOutput:
+def render_image(
+    model: Model,
+    rays: RayBundle,
+    chunk: int | None = None,
+    *,
+    train: bool = False,
+    on_chunk: Callable[[int], None] | None = None,
+) -> RenderOutput:
     """``model.render`` over any number of rays in chunks, concatenated; memory stays bounded.
 
     ``rays`` may live on the CPU: each chunk moves to the model's device and each output back to the
     rays' device. ``chunk`` defaults to :func:`chunk_size` for the model's device. No autograd when
-    train=False.
+    train=False. ``on_chunk(n_rays)`` is called after each chunk (progress bars).
     """
     device = model_device(model)
     chunk = chunk or chunk_size(model, device, train=train)
@@ -283,4 +290,6 @@ def render_image(model: Model, rays: RayBundle, chunk: int | None = None, *, tra
                 o = RenderOutput(o.rgb.to(out_device), o.depth.to(out_device), o.acc.to(out_device),
                                  {k: v.to(out_device) for k, v in o.aux.items()})
             outs.append(o)
+            if on_chunk is not None:
+                on_chunk(len(o.rgb))
     return RenderOutput.cat(outs)

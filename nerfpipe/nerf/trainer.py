@@ -1,0 +1,273 @@
+"""The optimisation loop shared by every model: ray batches, Adam, schedule, checkpoints, logs.
+
+The trainer knows models only through :class:`nerfpipe.nerf.models.Model`. It is deterministic
+given the recipe's seed and resumes exactly: each step's ray batch and each step's sampling noise
+come from generators seeded by (seed, step), so a run interrupted at step k and resumed gives the
+same batches as an uninterrupted one.
+
+Run folder (``runs/<run>/``): ``checkpoints/step_<n>.pt`` (the last :data:`KEEP_CHECKPOINTS`),
+``metrics.jsonl`` (one JSON object per logged step), and TensorBoard event files when the optional
+``tensorboard`` package is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from nerfpipe.datasets.base import SceneData
+from nerfpipe.nerf.metrics import mse_to_psnr
+from nerfpipe.nerf.models import Model, RayBundle
+from nerfpipe.progress import Reporter
+from nerfpipe.recipes import TrainingConfig
+
+CHECKPOINTS = "checkpoints"
+METRICS_LOG = "metrics.jsonl"
+KEEP_CHECKPOINTS = 3
+"""Older checkpoints are deleted once a newer one is written."""
+CHECKPOINT_FORMAT = 1
+ADAM_BETAS = (0.9, 0.999)
+_SEED_STRIDE = 1_000_003
+"""Per-step generators are seeded with seed * _SEED_STRIDE + step (+ a stream offset)."""
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """"auto": cuda, then mps, then cpu; otherwise the named device."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * _SEED_STRIDE + step + stream * 7919)
+
+
+class RaySampler:
+    """Each step's rays and target colours, a pure function of (seed, step).
+
+    all_images: every training pixel once per epoch in a random order (a new permutation each epoch),
+    in batches of ``batch_rays`` (an epoch's last batch may be shorter, as in the reference code).
+    one_image: ``batch_rays`` distinct pixels of one random training image, from its central
+    ``precrop_frac`` window during the first ``precrop_iters`` steps.
+    """
+
+    def __init__(self, data: SceneData, cfg: TrainingConfig):
+        self.data = data
+        self.cfg = cfg
+        self.train_ids = torch.tensor(data.i_train, dtype=torch.long)
+        self.pixels = data.height * data.width
+        self.total = len(data.i_train) * self.pixels
+        self.batches_per_epoch = math.ceil(self.total / cfg.batch_rays)
+        self._epoch = -1
+        self._perm: Tensor | None = None
+
+    def _permutation(self, epoch: int) -> Tensor:
+        if epoch != self._epoch:
+            self._perm = torch.randperm(self.total, generator=step_generator(self.cfg.seed, epoch, stream=1))
+            self._epoch = epoch
+        return self._perm
+
+    def pixels_of(self, step: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(cam, y, x) long tensors (rays,) of the pixels of ``step``."""
+        n, h, w = self.cfg.batch_rays, self.data.height, self.data.width
+        if self.cfg.batching == "all_images":
+            epoch, pos = divmod(step, self.batches_per_epoch)
+            flat = self._permutation(epoch)[pos * n : (pos + 1) * n]
+            cam = self.train_ids[flat // self.pixels]
+            pix = flat % self.pixels
+            return cam, pix // w, pix % w
+        g = step_generator(self.cfg.seed, step, stream=2)
+        cam = self.train_ids[torch.randint(len(self.train_ids), (1,), generator=g)]
+        if step < self.cfg.precrop_iters:
+            dh, dw = int(h // 2 * self.cfg.precrop_frac), int(w // 2 * self.cfg.precrop_frac)
+            y0, x0, wh, ww = h // 2 - dh, w // 2 - dw, 2 * dh, 2 * dw
+        else:
+            y0, x0, wh, ww = 0, 0, h, w
+        count = min(n, wh * ww)
+        pick = torch.randperm(wh * ww, generator=g)[:count]
+        return cam.expand(count), y0 + pick // ww, x0 + pick % ww
+
+    def batch(self, step: int, device: torch.device) -> tuple[RayBundle, Tensor]:
+        """RayBundle (rays) and target colours (rays, 3) of ``step``, on ``device``."""
+        cam, y, x = self.pixels_of(step)
+        rays = self.data.rays(cam, x, y)
+        target = self.data.images[cam, y, x]
+        return rays.to(device), target.to(device)
+
+
+@dataclass
+class TrainSummary:
+    step: int
+    """Steps done in total (including those of earlier, resumed sessions)."""
+    stopped: str
+    """'iters' (the recipe's steps are done), 'minutes' (time budget reached)."""
+    seconds: float
+    """Wall time of this session's optimisation steps."""
+    steps_this_session: int
+    last: dict
+    """The last logged metrics line."""
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / CHECKPOINTS
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint files of a run, oldest first."""
+    folder = checkpoint_dir(run_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(folder.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+
+
+def save_checkpoint(run_dir: Path, model: Model, optimizer: torch.optim.Optimizer | None, step: int, model_name: str) -> Path:
+    """Write ``checkpoints/step_<step>.pt`` atomically and drop all but the newest KEEP_CHECKPOINTS."""
+    folder = checkpoint_dir(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step_{step:07d}.pt"
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "model_name": model_name,
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else {},
+    }
+    tmp = folder / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    for old in list_checkpoints(run_dir)[:-KEEP_CHECKPOINTS]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
+    """A checkpoint dict (plain tensors and numbers; loaded with weights_only=True)."""
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+class _Events:
+    """TensorBoard scalars when the optional tensorboard package is installed; otherwise nothing."""
+
+    def __init__(self, run_dir: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self.writer = None
+            return
+        self.writer = SummaryWriter(log_dir=str(run_dir))
+
+    def scalars(self, step: int, values: dict) -> None:
+        if self.writer is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.writer.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def train(
+    model: Model,
+    data: SceneData,
+    cfg: TrainingConfig,
+    run_dir: Path,
+    *,
+    model_name: str,
+    device: torch.device,
+    reporter: Reporter | None = None,
+    resume_from: Path | None = None,
+) -> TrainSummary:
+    """Optimise ``model`` on ``data`` until ``cfg.iters`` steps (or ``cfg.minutes``); checkpoint on the way.
+
+    A KeyboardInterrupt saves a checkpoint of the steps done and is raised again.
+    """
+    reporter = reporter or Reporter()
+    run_dir = Path(run_dir)
+    model.to(device).train()
+    optimizer = torch.optim.Adam(model.param_groups(cfg.iters), betas=ADAM_BETAS)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    start = 0
+    if resume_from is not None:
+        ckpt = load_checkpoint(resume_from, device)
+        model.load_state_dict(ckpt["model"])
+        if ckpt.get("optimizer"):
+            optimizer.load_state_dict(ckpt["optimizer"])
+        start = int(ckpt["step"])
+    sampler = RaySampler(data, cfg)
+    events = _Events(run_dir)
+    log_path = run_dir / METRICS_LOG
+    window: dict[str, float] = {}
+    window_steps = 0
+    last: dict = {}
+    step = start
+    t0 = time.perf_counter()
+    deadline = t0 + cfg.minutes * 60.0 if cfg.minutes > 0 else math.inf
+    stopped = "iters"
+    try:
+        with reporter.task("train", total=cfg.iters, unit="it") as task, open(log_path, "a") as log:
+            task.advance(start)
+            while step < cfg.iters:
+                if time.perf_counter() >= deadline:
+                    stopped = "minutes"
+                    break
+                torch.manual_seed(cfg.seed * _SEED_STRIDE + step)  # sample jitter and density noise
+                model.before_step(step)
+                factor = model.lr_factor(step, cfg.iters)
+                for group, base in zip(optimizer.param_groups, base_lrs):
+                    group["lr"] = base * factor
+                rays, target = sampler.batch(step, device)
+                out = model.render(rays, train=True)
+                loss, stats = model.loss(out, target, step)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                mse = float(torch.mean((out.rgb.detach() - target) ** 2))
+                step += 1
+                stats = {**stats, "mse": mse, "psnr": mse_to_psnr(mse)}
+                for k, v in stats.items():
+                    window[k] = window.get(k, 0.0) + v
+                window_steps += 1
+                task.advance(1, loss=stats["loss"], psnr=stats["psnr"])
+                if step % cfg.log_every == 0 or step == cfg.iters:
+                    last = _log_line(step, window, window_steps, optimizer, time.perf_counter() - t0, step - start)
+                    log.write(json.dumps(last) + "\n")
+                    log.flush()
+                    events.scalars(step, last)
+                    window, window_steps = {}, 0
+                if step % cfg.checkpoint_every == 0 and step < cfg.iters:
+                    save_checkpoint(run_dir, model, optimizer, step, model_name)
+            if window_steps:
+                last = _log_line(step, window, window_steps, optimizer, time.perf_counter() - t0, step - start)
+                log.write(json.dumps(last) + "\n")
+    except KeyboardInterrupt:
+        if step > start:
+            save_checkpoint(run_dir, model, optimizer, step, model_name)
+        raise
+    finally:
+        events.close()
+    save_checkpoint(run_dir, model, optimizer, step, model_name)
+    return TrainSummary(step, stopped, time.perf_counter() - t0, step - start, last)
+
+
+def _log_line(step: int, window: dict, n: int, optimizer, seconds: float, steps_done: int) -> dict:
+    line = {"step": step}
+    line.update({k: round(v / n, 6) for k, v in window.items() if k != "psnr"})
+    line["psnr"] = round(mse_to_psnr(line["mse"]), 4) if "mse" in line else None
+    line["lr"] = optimizer.param_groups[0]["lr"]
+    line["seconds"] = round(seconds, 3)
+    line["s_per_it"] = round(seconds / max(1, steps_done), 4)
+    return line

@@ -1,0 +1,392 @@
+"""The train stage (``nerfpipe train``) and its evaluation (``nerfpipe eval``).
+
+Train: a scene folder -> ``runs/<run>/`` with the resolved recipe (``recipe.toml``), the dataset's
+cameras and normalisation (``dataset.json``), checkpoints, ``metrics.jsonl`` and event files.
+Three kinds of scene folder are read:
+
+| folder | detected by | cache inputs |
+| --- | --- | --- |
+| a nerfpipe scene | ``.nerfpipe/poses.json`` | upstream stage ``poses`` (its images, in its order) |
+| a published LLFF scene | ``poses_bounds.npy`` + ``images_<k>/`` | those files |
+| a Blender synthetic scene | ``transforms_train.json`` | the transforms files and the images they name |
+
+The stage is ``train-<run>`` with ``staged=False``: training writes into ``runs/<run>/`` as it
+goes and resumes from the newest checkpoint when run again (``--fresh`` starts over); the manifest,
+written last, marks a finished run, and a finished run with the same inputs and recipe is up to
+date. The manifest's result records the camera normalisation (scale, recenter and spherify
+matrices) so that the render stage maps its cameras the same way.
+
+Eval (``eval-<run>``, a staged stage downstream of ``train-<run>``) renders the held-out views into
+``runs/<run>/test/`` and writes ``runs/<run>/metrics.json`` (per-view and mean PSNR, SSIM, and LPIPS
+when its weights are on this machine).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from nerfpipe import scene as scene_layout
+from nerfpipe.cache import StageResult, StageSpec, hash_inputs, load_manifest, run_stage
+from nerfpipe.datasets.base import SceneData
+from nerfpipe.datasets.blender import is_blender_folder, load_blender
+from nerfpipe.datasets.llff import image_files, load_llff
+from nerfpipe.errors import NerfpipeError
+from nerfpipe.nerf import trainer as trainer_mod
+from nerfpipe.nerf.metrics import Lpips, psnr, ssim
+from nerfpipe.nerf.models import Model, SceneBox, build_model, chunk_size, render_image
+from nerfpipe.progress import Reporter
+from nerfpipe.recipes import Recipe, default_recipe_name, dump_recipe, load_recipe
+
+VERSION = "1"
+EVAL_VERSION = "1"
+RECIPE_FILE = "recipe.toml"
+DATASET_FILE = "dataset.json"
+STATE_FILE = "state.json"
+TEST_DIR = "test"
+EVAL_METRICS = "metrics.json"
+RESUMABLE_KEYS = {("training", "iters"), ("training", "minutes"), ("training", "checkpoint_every"), ("training", "log_every")}
+"""Recipe values that may change between sessions of one run (everything else needs --fresh)."""
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    scene: Path = Path(".")
+    """Scene folder (nerfpipe scene, published LLFF scene, or Blender synthetic scene)."""
+    recipe: str | None = None
+    """Recipe name (recipes/<name>.toml) or path; None: fast if it exists, else llff."""
+    overrides: tuple[str, ...] = ()
+    """key=value recipe overrides (--set, --iters, ...)."""
+    run: str | None = None
+    """Run name: runs/<run>/; default: the recipe's name."""
+    fresh: bool = False
+    """Start over instead of resuming from the newest checkpoint."""
+    device: str = "auto"
+    """auto (cuda, then mps, then cpu) or a torch device name."""
+    evaluate: bool = True
+    """Render and score the held-out views when training finishes."""
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    scene: Path = Path(".")
+    run: str | None = None
+    """Run to evaluate; default: the only run in runs/, else the default recipe's name."""
+    device: str = "auto"
+    chunk: int | None = None
+    """Rays per rendering call; default: from the free memory of the device."""
+    force: bool = False
+
+
+@dataclass
+class TrainOutcome:
+    train: StageResult
+    eval: StageResult | None
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str
+    """'nerfpipe', 'llff' (published layout) or 'blender'."""
+    upstream: tuple[str, ...]
+    inputs: tuple[Path, ...]
+    stems: list[str] | None
+
+
+def run_dir(scene: Path, run: str) -> Path:
+    return Path(scene) / scene_layout.RUNS / run
+
+
+def detect_source(scene: Path, recipe: Recipe) -> Source:
+    """What kind of scene folder this is, and what the train stage's cache depends on."""
+    scene = Path(scene)
+    if not scene.is_dir():
+        raise NerfpipeError(f"The scene folder {scene} does not exist: check the path.")
+    poses = load_manifest(scene, "poses")
+    if poses is not None:
+        names = poses.get("result", {}).get("images")
+        if not names:
+            raise NerfpipeError(f"The poses manifest of {scene} lists no images: run `nerfpipe poses --scene {scene}` again.")
+        return Source("nerfpipe", ("poses",), (), [Path(n).stem for n in names])
+    if (scene / scene_layout.POSES_BOUNDS).exists():
+        files = image_files(scene, recipe.data.factor, None)
+        return Source("llff", (), (scene / scene_layout.POSES_BOUNDS, *files), None)
+    if is_blender_folder(scene):
+        inputs = []
+        for split in ("train", "val", "test"):
+            path = scene / f"transforms_{split}.json"
+            if path.exists():
+                inputs.append(path)
+                if split != "val":
+                    for frame in json.loads(path.read_text()).get("frames", []):
+                        img = scene / frame["file_path"]
+                        inputs.append(img if img.suffix else img.with_suffix(".png"))
+        missing = [p for p in inputs if not p.exists()]
+        if missing:
+            raise NerfpipeError(f"{missing[0]} is named in the transforms files but missing: restore it or remove its frame.")
+        return Source("blender", (), tuple(inputs), None)
+    raise NerfpipeError(
+        f"{scene} has no cameras: run `nerfpipe ingest` and `nerfpipe poses` there first "
+        "(or point at a folder with poses_bounds.npy, or a Blender scene with transforms_train.json)."
+    )
+
+
+def load_scene(scene: Path, recipe: Recipe, source: Source) -> SceneData:
+    d = recipe.data
+    if source.kind == "blender":
+        return load_blender(scene, half_res=d.half_res, white_background=d.white_bkgd)
+    return load_llff(scene, factor=d.factor, llffhold=d.llffhold, ndc=d.ndc, spherify=d.spherify,
+                     bd_factor=d.bd_factor, white_background=d.white_bkgd, stems=source.stems)
+
+
+def _data_key(scene: Path, source: Source, previous: dict | None) -> str:
+    """Identifies the data a run was trained on: upstream fingerprints and input hashes."""
+    parts = {name: (load_manifest(scene, name) or {}).get("fingerprint") for name in source.upstream}
+    hashes = hash_inputs(scene, list(source.inputs), (previous or {}).get("inputs"))
+    parts["inputs"] = sorted((k, v[2]) for k, v in hashes.items())
+    return hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(), digest_size=12).hexdigest()
+
+
+def _recipe_differences(old: dict, new: dict) -> list[str]:
+    diffs = []
+    for table in sorted(set(old) | set(new)):
+        a, b = old.get(table), new.get(table)
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                if a.get(key) != b.get(key) and (table, key) not in RESUMABLE_KEYS:
+                    diffs.append(f"{table}.{key} {a.get(key)!r} -> {b.get(key)!r}")
+        elif a != b:
+            diffs.append(f"{table} {a!r} -> {b!r}")
+    return diffs
+
+
+def _resume_point(folder: Path, recipe: Recipe, data_key: str, params: TrainParams, reporter: Reporter) -> Path | None:
+    """The checkpoint to resume from, None to start over (clearing the folder), or an error."""
+    checkpoints = trainer_mod.list_checkpoints(folder)
+    if params.fresh or not folder.exists():
+        if folder.exists():
+            shutil.rmtree(folder)
+        return None
+    state = _read_json(folder / STATE_FILE)
+    if not checkpoints or state is None:
+        shutil.rmtree(folder)
+        return None
+    if state.get("data_key") != data_key:
+        reporter.warn(f"The images or cameras changed since {folder} was trained: starting that run over.")
+        shutil.rmtree(folder)
+        return None
+    diffs = _recipe_differences(state.get("recipe", {}), recipe.to_dict())
+    if diffs:
+        raise NerfpipeError(
+            f"{folder} was trained with another recipe ({'; '.join(diffs[:3])}): pass --fresh to start it over, "
+            f"or --run NAME to train a new run beside it."
+        )
+    newest = checkpoints[-1]
+    done = int(newest.stem.split("_")[1])
+    if done > recipe.training.iters:
+        raise NerfpipeError(
+            f"{folder} already has {done} steps, more than the {recipe.training.iters} asked for: raise --iters, "
+            "or pass --fresh to start over."
+        )
+    reporter.info(f"Resuming {folder} from step {done}.")
+    return newest
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
+    """Train (or resume, or find up to date) ``runs/<run>``, then evaluate unless ``params.evaluate`` is False."""
+    reporter = reporter or Reporter()
+    scene = Path(params.scene)
+    recipe = load_recipe(params.recipe or default_recipe_name(), list(params.overrides))
+    run_name = params.run or recipe.name
+    if not run_name or "/" in run_name or run_name.startswith("."):
+        raise NerfpipeError(f"--run {run_name!r} is not a usable folder name: use letters, digits, - and _.")
+    source = detect_source(scene, recipe)
+    device = trainer_mod.pick_device(params.device)
+    folder = run_dir(scene, run_name)
+    rel = folder.relative_to(scene).as_posix()
+    spec = StageSpec(
+        name=f"train-{run_name}",
+        version=VERSION,
+        params={"recipe": recipe.to_dict(), "source": source.kind},
+        inputs=source.inputs,
+        upstream=source.upstream,
+        outputs=[rel],
+        staged=False,
+    )
+
+    previous = load_manifest(scene, spec.name)
+
+    def body(out: Path) -> dict:
+        t_load = time.perf_counter()
+        data = load_scene(scene, recipe, source)
+        load_seconds = time.perf_counter() - t_load
+        data_key = _data_key(scene, source, previous)
+        resume = _resume_point(folder, recipe, data_key, params, reporter)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / RECIPE_FILE).write_text(dump_recipe(recipe))
+        meta = data.meta()
+        _write_json(folder / DATASET_FILE, meta)
+        _write_json(folder / STATE_FILE, {"data_key": data_key, "recipe": recipe.to_dict(), "model": recipe.model})
+        torch.manual_seed(recipe.training.seed)  # initial weights
+        model = build_model(recipe.model, recipe.model_config, data.scene_box)
+        summary = trainer_mod.train(model, data, recipe.training, folder, model_name=recipe.model, device=device,
+                                    reporter=reporter, resume_from=resume)
+        return {
+            "run": run_name,
+            "run_dir": rel,
+            "model": recipe.model,
+            "recipe": recipe.name,
+            "source": source.kind,
+            "device": str(device),
+            "steps": summary.step,
+            "stopped": summary.stopped,
+            "steps_this_session": summary.steps_this_session,
+            "train_seconds": round(summary.seconds, 3),
+            "s_per_it": round(summary.seconds / max(1, summary.steps_this_session), 4),
+            "load_seconds": round(load_seconds, 3),
+            "last": summary.last,
+            "images": {"train": len(data.i_train), "test": len(data.i_test), "size": [data.width, data.height]},
+            "focal": data.focal,
+            "normalization": meta["normalization"],
+            "scene_box": meta["scene_box"],
+            "checkpoint": trainer_mod.list_checkpoints(folder)[-1].relative_to(scene).as_posix(),
+        }
+
+    result = run_stage(scene, spec, body, force=params.fresh)
+    evaluated = None
+    if params.evaluate:
+        evaluated = run_eval(EvalParams(scene=scene, run=run_name, device=params.device), reporter)
+    return TrainOutcome(result, evaluated)
+
+
+def _find_run(scene: Path, run: str | None) -> str:
+    if run:
+        return run
+    runs_root = Path(scene) / scene_layout.RUNS
+    names = sorted(p.name for p in runs_root.iterdir() if (p / RECIPE_FILE).exists()) if runs_root.is_dir() else []
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise NerfpipeError(f"{scene} has no trained run: run `nerfpipe train {scene}` first.")
+    raise NerfpipeError(f"{scene} has several runs ({', '.join(names)}): choose one with --run NAME.")
+
+
+def load_run(scene: Path, run_name: str | None, device: torch.device | str = "cpu") -> tuple[Model, Recipe, dict]:
+    """The trained model of ``runs/<run>`` (newest checkpoint, eval mode), its recipe and its dataset meta.
+
+    dataset meta (``dataset.json``): height, width, focal, near, far, ndc, c2w (N, 3, 4) and bounds
+    (N, 2) in the normalised world, i_train/i_test, the normalisation steps and the scene box; see
+    :meth:`nerfpipe.datasets.base.SceneData.meta` and :func:`nerfpipe.datasets.base.make_rays`.
+    """
+    run_name = _find_run(scene, run_name)
+    folder = run_dir(scene, run_name)
+    recipe_path = folder / RECIPE_FILE
+    if not recipe_path.exists():
+        raise NerfpipeError(f"There is no run {run_name!r} in {Path(scene) / scene_layout.RUNS}: train it first with `nerfpipe train`.")
+    recipe = load_recipe(str(recipe_path))
+    meta = _read_json(folder / DATASET_FILE)
+    checkpoints = trainer_mod.list_checkpoints(folder)
+    if meta is None or not checkpoints:
+        raise NerfpipeError(f"{folder} has no checkpoint yet: run `nerfpipe train` again to resume it.")
+    model = build_model(recipe.model, recipe.model_config, SceneBox.from_dict(meta["scene_box"]))
+    ckpt = trainer_mod.load_checkpoint(checkpoints[-1], device)
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    meta = {**meta, "step": int(ckpt["step"]), "checkpoint": checkpoints[-1].name}
+    return model, recipe, meta
+
+
+def run_eval(params: EvalParams, reporter: Reporter | None = None) -> StageResult:
+    """Render the held-out views of a run and score them (cached as stage ``eval-<run>``)."""
+    reporter = reporter or Reporter()
+    scene = Path(params.scene)
+    run_name = _find_run(scene, params.run)
+    folder = run_dir(scene, run_name)
+    rel = folder.relative_to(scene).as_posix()
+    spec = StageSpec(
+        name=f"eval-{run_name}",
+        version=EVAL_VERSION,
+        params={},
+        upstream=[f"train-{run_name}"],
+        outputs=[f"{rel}/{TEST_DIR}", f"{rel}/{EVAL_METRICS}"],
+    )
+    device = trainer_mod.pick_device(params.device)
+
+    def body(out: Path) -> dict:
+        model, recipe, meta = load_run(scene, run_name, device)
+        source = detect_source(scene, recipe)
+        data = load_scene(scene, recipe, source)
+        test_dir = out / rel / TEST_DIR
+        test_dir.mkdir(parents=True)
+        result = evaluate(model, data, test_dir, device=device, chunk=params.chunk, reporter=reporter)
+        result.update({"run": run_name, "step": meta["step"], "checkpoint": meta["checkpoint"]})
+        (out / rel / EVAL_METRICS).write_text(json.dumps(result, indent=1))
+        return {k: v for k, v in result.items() if k != "views"}
+
+    return run_stage(scene, spec, body, force=params.force)
+
+
+def evaluate(model: Model, data: SceneData, test_dir: Path, *, device: torch.device, chunk: int | None = None,
+             reporter: Reporter | None = None) -> dict:
+    """Render each held-out view to ``test_dir/<index>_<name>.png`` and score it against the photo."""
+    reporter = reporter or Reporter()
+    lpips = Lpips(device)
+    chunk = chunk or chunk_size(model, device)
+    views = []
+    pixels = data.height * data.width
+    t0 = time.perf_counter()
+    with reporter.task("eval", total=len(data.i_test) * pixels, unit="rays") as task:
+        for i in data.i_test:
+            out = render_image(model, data.image_rays(i), chunk, on_chunk=task.advance)
+            rgb = out.rgb.clamp(0.0, 1.0).reshape(data.height, data.width, 3).cpu()
+            target = data.images[i]
+            name = f"{i:03d}_{Path(data.names[i]).stem}.png"
+            _write_png(test_dir / name, rgb)
+            view = {"index": i, "name": data.names[i], "file": name, "psnr": round(psnr(rgb, target), 4),
+                    "ssim": round(ssim(rgb, target), 5)}
+            if lpips.available:
+                view["lpips"] = round(lpips(rgb, target), 5)
+            views.append(view)
+    seconds = time.perf_counter() - t0
+    mean = {k: round(float(np.mean([v[k] for v in views])), 5) for k in ("psnr", "ssim", "lpips") if views and k in views[0]}
+    return {
+        "views": views,
+        "mean": mean,
+        "count": len(views),
+        "size": [data.width, data.height],
+        "lpips": "computed" if lpips.available else f"not computed: {lpips.reason}",
+        "seconds": round(seconds, 3),
+        "s_per_view": round(seconds / max(1, len(views)), 3),
+        "chunk": chunk,
+    }
+
+
+def _write_png(path: Path, rgb: torch.Tensor) -> None:
+    """(H, W, 3) float in [0, 1] -> 8-bit PNG."""
+    img = (rgb.numpy() * 255.0 + 0.5).astype(np.uint8)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"could not encode {path.name}")
+    path.write_bytes(buf.tobytes())
+

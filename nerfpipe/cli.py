@@ -105,6 +105,77 @@ def ingest(
     )
 
 
+def _train_overrides(sets, iters, minutes, factor, loss, batch_rays, seed) -> tuple[str, ...]:
+    typed = {"training.iters": iters, "training.minutes": minutes, "data.factor": factor, "training.loss": loss,
+             "training.batch_rays": batch_rays, "training.seed": seed}
+    return tuple(sets) + tuple(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in typed.items() if v is not None)
+
+
+@app.command()
+@user_errors
+def train(
+    scene: Path = typer.Argument(Path("."), help="Scene folder: after ingest + poses, a published LLFF scene, or a Blender scene."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe name (recipes/NAME.toml) or path; default fast, else llff."),
+    sets: List[str] = typer.Option([], "--set", help="Override one recipe value: --set nerf.n_samples=32 (repeatable)."),
+    iters: Optional[int] = typer.Option(None, "--iters", help="Training steps (training.iters)."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", help="Also stop after this many minutes (training.minutes)."),
+    factor: Optional[int] = typer.Option(None, "--factor", help="Train on images_FACTOR/ (data.factor)."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="mse, smooth_l1 or l1 (training.loss)."),
+    batch_rays: Optional[int] = typer.Option(None, "--batch-rays", help="Rays per step (training.batch_rays)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (training.seed)."),
+    run: Optional[str] = typer.Option(None, "--run", help="Run name: runs/RUN/ (default: the recipe's name)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Start the run over instead of resuming it."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps."),
+    no_eval: bool = typer.Option(False, "--no-eval", help="Do not render and score the held-out views at the end."),
+) -> None:
+    """Train a NeRF on a scene into runs/RUN/ (resumes; --fresh starts over), then evaluate the held-out views."""
+    from nerfpipe.stages import train as stage
+
+    params = stage.TrainParams(
+        scene=scene, recipe=recipe, overrides=_train_overrides(sets, iters, minutes, factor, loss, batch_rays, seed),
+        run=run, fresh=fresh, device=device, evaluate=not no_eval,
+    )
+    outcome = stage.run(params, RichReporter())
+    r = outcome.train.result
+    where = scene / r["run_dir"]
+    if not outcome.train.ran:
+        CONSOLE.print(f"train is up to date: {where} has {r['steps']} steps (nothing to do; --fresh starts over).")
+    else:
+        last = r.get("last") or {}
+        psnr = f", training PSNR {last['psnr']:.2f} dB" if last.get("psnr") is not None else ""
+        CONSOLE.print(
+            f"train: {where} at step {r['steps']} ({r['stopped']} reached), {r['s_per_it']:.3g} s/it on {r['device']}{psnr}."
+        )
+    if outcome.eval is not None:
+        _print_eval(scene, outcome.eval)
+
+
+def _print_eval(scene: Path, res) -> None:
+    r = res.result
+    mean = r.get("mean", {})
+    parts = [f"{k.upper()} {v:.4g}" for k, v in mean.items()]
+    state = "up to date" if not res.ran else f"{r['count']} held-out views, {r['s_per_view']:.1f} s/view"
+    CONSOLE.print(f"eval ({state}): {', '.join(parts) or 'no held-out views'} -> {scene / 'runs' / r['run'] / 'metrics.json'}")
+    if r.get("lpips", "").startswith("not computed"):
+        CONSOLE.print(f"LPIPS {r['lpips']}.")
+
+
+@app.command(name="eval")
+@user_errors
+def eval_(
+    scene: Path = typer.Argument(Path("."), help="Scene folder holding runs/."),
+    run: Optional[str] = typer.Option(None, "--run", help="Run to evaluate (default: the only one)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
+    chunk: Optional[int] = typer.Option(None, "--chunk", help="Rays per rendering call (default: from free memory)."),
+    force: bool = typer.Option(False, "--force", help="Render and score again even if up to date."),
+) -> None:
+    """Render the held-out views of a run to runs/RUN/test/ and write PSNR, SSIM (and LPIPS) to runs/RUN/metrics.json."""
+    from nerfpipe.stages import train as stage
+
+    res = stage.run_eval(stage.EvalParams(scene=scene, run=run, device=device, chunk=chunk, force=force), RichReporter())
+    _print_eval(scene, res)
+
+
 def main() -> None:
     app(prog_name="nerfpipe")
 

@@ -176,6 +176,32 @@ def eval_(
     _print_eval(scene, res)
 
 
+@app.command()
+@user_errors
+def render(
+    scene: Path = typer.Argument(Path("."), help="Scene folder holding runs/."),
+    run: Optional[str] = typer.Option(None, "--run", help="Run to render (default: the one that finished training last)."),
+    factor: Optional[float] = typer.Option(None, "--factor", help="Render at full resolution / FACTOR (default: the training factor)."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames of the path (default 120; 40 for Blender scenes)."),
+    fps: int = typer.Option(30, "--fps", help="Frames per second of the video."),
+    frames_dir: bool = typer.Option(False, "--frames-dir", help="Also keep every frame as PNG in renders/RUN/frames/."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
+    force: bool = typer.Option(False, "--force", help="Render again even if up to date."),
+) -> None:
+    """Render the camera path (LLFF spiral, 360 circle or Blender turntable) to renders/RUN/spiral.mp4 and spiral_depth.mp4."""
+    from nerfpipe.stages import render as stage
+
+    params = stage.RenderParams(scene=scene, run=run, factor=factor, frames=frames, fps=fps, frames_dir=frames_dir,
+                                device=device, force=force)
+    res = stage.run(params, RichReporter())
+    r = res.result
+    state = "up to date" if not res.ran else f"{r['seconds_per_frame']:.2f} s/frame on {r['device']}"
+    CONSOLE.print(
+        f"render ({state}): {scene / r['video']} and {scene / r['depth_video']}, "
+        f"{r['frames']} frames {r['size'][0]}x{r['size'][1]} ({r['path']})."
+    )
+
+
 def main() -> None:
     app(prog_name="nerfpipe")
 

@@ -66,7 +66,7 @@ def test_circle_path_keeps_height_and_radius():
     c2w = []
     for a in angles:
         centre = np.array([2 * np.cos(a), 0.5, 2 * np.sin(a)])
-        c2w.append(paths.viewmatrix(centre - [0, 0.5, 0], np.array([0, 1.0, 0]), centre))
+        c2w.append(paths.look_at(centre - [0, 0.5, 0], np.array([0, 1.0, 0]), centre))
     c2w = np.stack(c2w)
     circle = paths.circle_path(c2w, n_frames=30)
     assert circle.shape == (30, 3, 4)

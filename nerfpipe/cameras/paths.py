@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nerfpipe.cameras.normalize import average_pose, look_at, normalize
+
 # LLFF spiral (forward-facing scenes)
 SPIRAL_FRAMES = 120
 SPIRAL_ROTATIONS = 2
@@ -32,26 +34,6 @@ BLENDER_RADIUS = 4.0
 CIRCLE_FRAMES = 120
 
 
-def normalize(v: np.ndarray) -> np.ndarray:
-    return v / np.linalg.norm(v)
-
-
-def viewmatrix(back: np.ndarray, up: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """(3, 4) ``c2w_gl`` looking along -``back`` with ``up`` roughly up, at ``centre``."""
-    z = normalize(back)
-    x = normalize(np.cross(up, z))
-    y = normalize(np.cross(z, x))
-    return np.stack([x, y, z, centre], axis=1)
-
-
-def poses_avg(c2w_gl: np.ndarray) -> np.ndarray:
-    """(N, 3, 4) -> (3, 4): mean centre, summed viewing and up axes (the paper's average pose)."""
-    centre = c2w_gl[:, :3, 3].mean(0)
-    back = normalize(c2w_gl[:, :3, 2].sum(0))
-    up = c2w_gl[:, :3, 1].sum(0)
-    return viewmatrix(back, up, centre)
-
-
 def focus_depth(bounds: np.ndarray) -> float:
     """Depth the spiral looks at, from the scene's (N, 2) near/far bounds."""
     close = bounds.min() * CLOSE_DEPTH_STRETCH
@@ -72,7 +54,7 @@ def spiral_path(
     Radii are taken in the average camera's frame (for recentred poses, as in the paper's code, that
     frame is the world's).
     """
-    avg = poses_avg(c2w_gl)
+    avg = average_pose(c2w_gl)
     up = normalize(c2w_gl[:, :3, 1].sum(0))
     focal = focus_depth(bounds)
     offsets = (c2w_gl[:, :3, 3] - avg[:, 3]) @ avg[:, :3]
@@ -83,7 +65,7 @@ def spiral_path(
         offset = np.array([np.cos(theta), -np.sin(theta), -np.sin(theta * zrate), 1.0]) * radii
         centre = avg @ offset
         target = avg @ np.array([0.0, 0.0, -focal, 1.0])
-        out.append(viewmatrix(centre - target, up, centre))
+        out.append(look_at(centre - target, up, centre))
     return np.stack(out)
 
 
@@ -120,5 +102,5 @@ def circle_path(c2w_gl: np.ndarray, n_frames: int = CIRCLE_FRAMES) -> np.ndarray
     out = []
     for th in np.linspace(0.0, 2.0 * np.pi, n_frames + 1)[:-1]:
         centre = height * up + radius * (np.cos(th) * a + np.sin(th) * b)
-        out.append(viewmatrix(centre - height * up, up, centre))
+        out.append(look_at(centre - height * up, up, centre))
     return np.stack(out)

@@ -1,0 +1,65 @@
+"""The render stage on a real tiny scene: example fern photos at 1/32 with the authors' poses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from nerfpipe.errors import NerfpipeError
+from nerfpipe.progress import RecordingReporter
+from nerfpipe.stages import render, train
+from nerfpipe.video import read_video
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "fern" / "photos"
+TINY = ("nerf.netdepth=2", "nerf.netwidth=32", "nerf.netdepth_fine=2", "nerf.netwidth_fine=32", "nerf.skips=[]",
+        "nerf.n_samples=8", "nerf.n_importance=8", "training.batch_rays=128", "iters=4", "factor=32")
+
+
+@pytest.fixture(scope="module")
+def trained(fern_dir, tmp_path_factory):
+    """Published LLFF layout: the 20 example photos at 126x94 (1/32) + poses_bounds.npy; a 4-step run."""
+    scene = tmp_path_factory.mktemp("fern32")
+    (scene / "images_32").mkdir()
+    for path in sorted(EXAMPLE.glob("*.JPG")):
+        img = cv2.imread(str(path))
+        cv2.imwrite(str(scene / "images_32" / f"{path.stem}.png"), cv2.resize(img, (126, 94), interpolation=cv2.INTER_AREA))
+    shutil.copy(fern_dir / "poses_bounds.reference.npy", scene / "poses_bounds.npy")
+    train.run(train.TrainParams(scene=scene, recipe="llff", overrides=TINY, run="tiny", device="cpu", evaluate=False))
+    return scene
+
+
+def test_render_writes_colour_and_depth_videos_and_caches(trained):
+    rep = RecordingReporter()
+    res = render.run(render.RenderParams(scene=trained, frames=6, frames_dir=True, device="cpu"), rep)
+    r = res.result
+    assert r["run"] == "tiny" and r["path"] == "spiral" and r["size"] == [126, 94] and r["frames"] == 6
+    frames, meta = read_video(trained / r["video"])
+    assert len(frames) == 6 and frames[0].shape == (94, 126, 3)
+    assert meta["codec"] == "h264" and meta["pix_fmt"].startswith("yuv420p")
+    depth, _ = read_video(trained / r["depth_video"])
+    assert len(depth) == 6
+    assert sorted(p.name for p in (trained / "renders" / "tiny" / "frames").iterdir())[:2] == ["0000.png", "0001.png"]
+    assert rep.tasks[-1].unit == "frames" and rep.tasks[-1].done == 6
+    path = json.loads((trained / "renders" / "tiny" / "path.json").read_text())
+    assert np.asarray(path["c2w_gl"]).shape == (6, 3, 4)
+    assert not render.run(render.RenderParams(scene=trained, frames=6, frames_dir=True, device="cpu")).ran
+
+
+def test_render_factor_gives_odd_size_padded_to_even(trained):
+    res = render.run(render.RenderParams(scene=trained, run="tiny", frames=2, factor=64, device="cpu"))
+    assert res.result["size"] == [63, 47]
+    frames, _ = read_video(trained / res.result["video"])
+    assert len(frames) == 2 and frames[0].shape == (48, 64, 3)
+
+
+def test_render_without_a_run_says_train_first(tmp_path):
+    with pytest.raises(NerfpipeError, match="no finished training run"):
+        render.run(render.RenderParams(scene=tmp_path))
+    with pytest.raises(NerfpipeError, match="--frames 0"):
+        render.run(render.RenderParams(scene=tmp_path, run="x", frames=0))

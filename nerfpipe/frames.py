@@ -8,6 +8,7 @@ copy) and keeps a tiny thumbnail of it; the second writes the chosen frames.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import imageio_ffmpeg
 import numpy as np
 
 from nerfpipe.progress import Task
+
+logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)  # a rotated clip is expected, not a warning
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm"}
 DEFAULT_FRAMES = 100
@@ -134,3 +137,11 @@ def extract_frames(video: Path, out_dir: Path, prefix: str, target: int = DEFAUL
             break
     frames.close()
     return out
+
+
+def video_size(video: Path) -> tuple[int, int]:
+    """(width, height) of the video's frames as decoded (rotation applied)."""
+    meta, frames = _frames(video)
+    frames.close()
+    w, h = meta["size"]
+    return int(w), int(h)

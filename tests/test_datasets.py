@@ -1,0 +1,92 @@
+"""Both loaders on the shared real data: poses, focal, near/far, split sizes."""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+from nerfpipe.cameras.conventions import read_poses_bounds
+from nerfpipe.datasets.blender import load_blender
+from nerfpipe.datasets.llff import load_llff
+from nerfpipe.errors import NerfpipeError
+from nerfpipe.stages import ingest
+
+
+@pytest.fixture(scope="module")
+def fern_published(fern_dir, tmp_path_factory):
+    """fern ingested at factor 8 (496x368) with the LLFF authors' poses: the published layout."""
+    scene = tmp_path_factory.mktemp("fern")
+    ingest.run(ingest.IngestParams(photos=fern_dir / "images", scene=scene, factors=(8,)))
+    shutil.copy(fern_dir / "poses_bounds.reference.npy", scene / "poses_bounds.npy")
+    return scene
+
+
+def _reference_llff_normalisation(pb_path):
+    """The seed loader's maths, transcribed directly: axis swap, bd_factor 0.75, recenter."""
+    arr = np.load(pb_path)
+    poses = arr[:, :15].reshape(-1, 3, 5)[:, :, :4]
+    bds = arr[:, 15:]
+    poses = np.concatenate([poses[:, :, 1:2], -poses[:, :, 0:1], poses[:, :, 2:]], 2)
+    sc = 1.0 / (bds.min() * 0.75)
+    poses[:, :3, 3] *= sc
+    bds = bds * sc
+    centre = poses[:, :3, 3].mean(0)
+    z = poses[:, :3, 2].sum(0)
+    z /= np.linalg.norm(z)
+    up = poses[:, :3, 1].sum(0)
+    x = np.cross(up, z)
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    avg = np.eye(4)
+    avg[:3] = np.stack([x, y, z, centre], 1)
+    full = np.concatenate([poses, np.tile([[[0, 0, 0, 1.0]]], (len(poses), 1, 1))], 1)
+    return (np.linalg.inv(avg) @ full)[:, :3], bds, sc
+
+
+def test_llff_loader_on_fern(fern_published):
+    data = load_llff(fern_published, factor=8)
+    assert len(data.names) == 20 and data.names[0] == "IMG_4026.png"
+    assert (data.height, data.width) == (368, 496)
+    assert tuple(data.images.shape) == (20, 368, 496, 3) and 0.0 <= data.images.min() and data.images.max() <= 1.0
+    full_poses, _ = read_poses_bounds(fern_published / "poses_bounds.npy")
+    assert data.focal == pytest.approx(full_poses[0, 2, 4] / 8) and data.focal == pytest.approx(407.566, abs=1e-3)
+    assert data.i_test == [0, 8, 16] and len(data.i_train) == 17
+    assert (data.near, data.far, data.ndc) == (0.0, 1.0, True)
+    expected, bds, sc = _reference_llff_normalisation(fern_published / "poses_bounds.npy")
+    assert np.allclose(data.c2w.numpy(), expected, atol=1e-5)
+    assert np.allclose(data.bounds, bds) and data.bounds.min() == pytest.approx(1 / 0.75)
+    assert [s.name for s in data.steps] == ["rescale", "recenter"] and data.steps[0].scale == pytest.approx(sc)
+    lo, hi = data.scene_box.aabb
+    assert data.scene_box.kind == "ndc" and lo[2] <= -1.0 and hi[2] >= 1.0
+    # every training ray starts on the NDC near plane z = -1 and reaches z = 1 at t = 1
+    rays = data.image_rays(1)
+    assert np.allclose(rays.origins[:, 2].numpy(), -1.0, atol=1e-5)
+    assert np.allclose((rays.origins + rays.directions)[:, 2].numpy(), 1.0, atol=1e-5)
+    assert rays.viewdirs is not None and np.allclose(rays.viewdirs.norm(dim=-1).numpy(), 1.0, atol=1e-6)
+
+
+def test_llff_loader_without_ndc_and_errors(fern_published, tmp_path):
+    data = load_llff(fern_published, factor=8, ndc=False, llffhold=0)
+    assert data.near == pytest.approx(0.9 / 0.75) and data.far == pytest.approx(data.bounds.max())
+    assert data.i_test == [] and len(data.i_train) == 20 and data.scene_box.kind == "bounded"
+    with pytest.raises(NerfpipeError, match="--factors 4"):
+        load_llff(fern_published, factor=4)
+    scene = tmp_path / "short"
+    shutil.copytree(fern_published / "images_8", scene / "images_8")
+    np.save(scene / "poses_bounds.npy", np.load(fern_published / "poses_bounds.npy")[:19])
+    with pytest.raises(NerfpipeError, match="19 cameras but .* 20 images"):
+        load_llff(scene, factor=8)
+
+
+def test_blender_loader_on_lego(lego_dir):
+    data = load_blender(lego_dir, half_res=True, white_background=True)
+    assert (len(data.i_train), len(data.i_test), data.source["splits"]["val"]) == (100, 25, 10)
+    assert (data.height, data.width) == (400, 400)
+    meta = json.loads((lego_dir / "transforms_train.json").read_text())
+    assert data.focal == pytest.approx(0.5 * 800 / math.tan(0.5 * meta["camera_angle_x"]) / 2)
+    assert np.allclose(data.c2w[0].numpy(), np.array(meta["frames"][0]["transform_matrix"])[:3], atol=1e-6)
+    assert (data.near, data.far, data.ndc) == (2.0, 6.0, False)
+    assert data.scene_box.kind == "bounded" and data.scene_box.white_background
+    assert data.images[0, 0, 0].tolist() == [1.0, 1.0, 1.0]  # transparent corner composited on white

@@ -1,0 +1,141 @@
+"""Short real trainings on small real images: loss goes down, runs resume exactly, eval writes its files."""
+
+import contextlib
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from nerfpipe.cache import load_manifest
+from nerfpipe.errors import NerfpipeError
+from nerfpipe.nerf import trainer
+from nerfpipe.progress import RecordingReporter
+from nerfpipe.stages import train as stage
+
+TINY = ("nerf.netdepth=4", "nerf.netwidth=32", "nerf.netdepth_fine=4", "nerf.netwidth_fine=32", "nerf.skips=[1]",
+        "nerf.n_samples=16", "nerf.n_importance=16", "training.batch_rays=256")
+
+
+@pytest.fixture(scope="module")
+def tiny_lego(lego_dir, tmp_path_factory):
+    """8 training and 2 test views of lego at 40x40 (camera_angle_x unchanged, so the focal scales)."""
+    scene = tmp_path_factory.mktemp("lego")
+    for split, count in (("train", 8), ("test", 2), ("val", 1)):
+        meta = json.loads((lego_dir / f"transforms_{split}.json").read_text())
+        meta["frames"] = meta["frames"][:count]
+        (scene / split).mkdir()
+        for frame in meta["frames"]:
+            img = cv2.imread(str(lego_dir / (frame["file_path"] + ".png")), cv2.IMREAD_UNCHANGED)
+            cv2.imwrite(str(scene / (frame["file_path"] + ".png")), cv2.resize(img, (40, 40), interpolation=cv2.INTER_AREA))
+        (scene / f"transforms_{split}.json").write_text(json.dumps(meta))
+    return scene
+
+
+@pytest.fixture(scope="module")
+def tiny_fern(fern_dir, tmp_path_factory):
+    """Published LLFF layout: images_16 (252x189, from JPEG decoding at 1/8 then halved) + the authors' poses."""
+    scene = tmp_path_factory.mktemp("fern16")
+    (scene / "images_16").mkdir()
+    for path in sorted((fern_dir / "images").glob("*.JPG")):
+        img = cv2.imread(str(path), cv2.IMREAD_REDUCED_COLOR_8)  # 504x378
+        cv2.imwrite(str(scene / "images_16" / f"{path.stem}.png"), cv2.resize(img, (252, 189), interpolation=cv2.INTER_AREA))
+    shutil.copy(fern_dir / "poses_bounds.reference.npy", scene / "poses_bounds.npy")
+    return scene
+
+
+def _losses(run_dir):
+    return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _params(scene, *extra, run="t", **kw):
+    return stage.TrainParams(scene=scene, recipe="blender", overrides=TINY + ("half_res=false",) + tuple(extra), run=run,
+                             device="cpu", **kw)
+
+
+def test_blender_training_lowers_loss_then_eval_writes_renders(tiny_lego):
+    rep = RecordingReporter()
+    out = stage.run(_params(tiny_lego, "iters=80", "log_every=10", "precrop_iters=10"), rep)
+    run_dir = tiny_lego / "runs" / "t"
+    losses = _losses(run_dir)
+    assert len(losses) == 8 and losses[-1] < 0.7 * losses[0]
+    r = out.train.result
+    assert r["steps"] == 80 and r["stopped"] == "iters" and r["images"] == {"train": 8, "test": 2, "size": [40, 40]}
+    assert [t.description for t in rep.tasks] == ["train", "eval"] and rep.tasks[0].done == 80
+    assert "psnr" in rep.tasks[0].stats and "loss" in rep.tasks[0].stats
+    assert sorted(p.name for p in (run_dir / "test").iterdir()) == ["008_r_0.png", "009_r_8.png"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["count"] == 2 and len(metrics["views"]) == 2
+    assert metrics["mean"]["psnr"] > 8 and 0 < metrics["mean"]["ssim"] <= 1
+    assert metrics["lpips"] == "computed" or metrics["lpips"].startswith("not computed: ")
+    ckpt = torch.load(trainer.list_checkpoints(run_dir)[-1], weights_only=True)
+    assert ckpt["step"] == 80 and ckpt["model_name"] == "nerf" and "state" in ckpt["optimizer"]
+    # the same command again is up to date; eval too
+    again = stage.run(_params(tiny_lego, "iters=80", "log_every=10", "precrop_iters=10"), RecordingReporter())
+    assert not again.train.ran and not again.eval.ran
+    # load_run gives the render stage the model and the cameras
+    model, recipe, meta = stage.load_run(tiny_lego, "t", "cpu")
+    assert recipe.training.iters == 80 and meta["step"] == 80 and len(meta["c2w"]) == 10 and meta["ndc"] is False
+
+
+class _StopAt(RecordingReporter):
+    """Ctrl-C after ``n`` training steps (raised from the progress callback, where a real one would land)."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n = n
+
+    @contextlib.contextmanager
+    def task(self, description, total=None, unit="it"):
+        with super().task(description, total, unit) as t:
+            outer = t.advance
+
+            def advance(n=1, **stats):
+                outer(n, **stats)
+                if description == "train" and t.done >= self.n:
+                    raise KeyboardInterrupt
+
+            t.advance = advance
+            yield t
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tiny_lego):
+    args = ("iters=12", "checkpoint_every=100", "precrop_iters=4")
+    stage.run(_params(tiny_lego, *args, run="straight", evaluate=False))
+    with pytest.raises(KeyboardInterrupt):
+        stage.run(_params(tiny_lego, *args, run="cut", evaluate=False), _StopAt(5))
+    assert load_manifest(tiny_lego, "train-cut") is None  # not finished
+    assert [p.name for p in trainer.list_checkpoints(tiny_lego / "runs" / "cut")] == ["step_0000005.pt"]
+    rep = RecordingReporter()
+    stage.run(_params(tiny_lego, *args, run="cut", evaluate=False), rep)
+    assert any("from step 5" in s for s in rep.infos)
+    a = torch.load(trainer.list_checkpoints(tiny_lego / "runs" / "straight")[-1], weights_only=True)["model"]
+    b = torch.load(trainer.list_checkpoints(tiny_lego / "runs" / "cut")[-1], weights_only=True)["model"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    # more steps continue the run; another recipe needs --fresh
+    stage.run(_params(tiny_lego, "iters=14", "checkpoint_every=100", "precrop_iters=4", run="cut", evaluate=False))
+    assert torch.load(trainer.list_checkpoints(tiny_lego / "runs" / "cut")[-1], weights_only=True)["step"] == 14
+    with pytest.raises(NerfpipeError, match="another recipe .*nerf.n_samples.*--fresh"):
+        stage.run(_params(tiny_lego, "iters=14", "nerf.n_samples=8", run="cut", evaluate=False))
+    fresh = stage.run(_params(tiny_lego, "iters=3", "nerf.n_samples=8", run="cut", evaluate=False, fresh=True))
+    assert fresh.train.result["steps"] == 3
+
+
+def test_llff_ndc_training_lowers_loss(tiny_fern):
+    params = stage.TrainParams(scene=tiny_fern, recipe="llff", run="f", device="cpu", evaluate=False,
+                               overrides=TINY + ("factor=16", "iters=60", "log_every=10"))
+    out = stage.run(params, RecordingReporter())
+    losses = _losses(tiny_fern / "runs" / "f")
+    assert losses[-1] < 0.8 * losses[0]
+    r = out.train.result
+    assert r["source"] == "llff" and r["images"] == {"train": 17, "test": 3, "size": [252, 189]}
+    assert [s["name"] for s in r["normalization"]] == ["rescale", "recenter"]
+    dataset = json.loads((tiny_fern / "runs" / "f" / "dataset.json").read_text())
+    assert dataset["ndc"] and dataset["ndc_near"] == 1.0 and np.asarray(dataset["c2w"]).shape == (20, 3, 4)
+
+
+def test_scene_without_cameras_says_what_to_run(tmp_path):
+    with pytest.raises(NerfpipeError, match="nerfpipe ingest.*nerfpipe poses"):
+        stage.run(stage.TrainParams(scene=tmp_path, recipe="llff", device="cpu"))

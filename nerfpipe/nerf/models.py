@@ -229,6 +229,8 @@ MEMORY_FRACTION = 0.25
 """Share of the device's free memory that one rendering chunk may use."""
 MIN_CHUNK, MAX_CHUNK = 256, 65536
 """Chunk bounds in rays: below MIN_CHUNK per-call overhead dominates; above MAX_CHUNK nothing is gained."""
+MAX_CPU_CHUNK = 4096
+"""On a CPU the matrix products are already at full speed for a few thousand rays; bigger chunks only use memory."""
 
 
 def free_memory_bytes(device: torch.device | str) -> int:
@@ -254,7 +256,7 @@ def chunk_size(model: Model, device: torch.device | str, *, train: bool = False)
     """Rays per rendering call so that one call uses at most MEMORY_FRACTION of the free memory."""
     budget = free_memory_bytes(device) * MEMORY_FRACTION
     rays = int(budget // max(1, model.bytes_per_ray(train)))
-    rays = max(MIN_CHUNK, min(MAX_CHUNK, rays))
+    rays = max(MIN_CHUNK, min(MAX_CPU_CHUNK if torch.device(device).type == "cpu" else MAX_CHUNK, rays))
     return 1 << (rays.bit_length() - 1)  # a power of two, rounded down
 
 

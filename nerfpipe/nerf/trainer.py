@@ -180,6 +180,33 @@ class _Events:
             self.writer.close()
 
 
+def make_optimizer(model: Model, cfg: TrainingConfig) -> tuple[torch.optim.Optimizer, list[float]]:
+    """Adam over the model's parameter groups, and each group's base learning rate."""
+    optimizer = torch.optim.Adam(model.param_groups(cfg.iters), betas=ADAM_BETAS)
+    return optimizer, [g["lr"] for g in optimizer.param_groups]
+
+
+def train_step(model: Model, optimizer: torch.optim.Optimizer, base_lrs: list[float], sampler: RaySampler, step: int,
+               cfg: TrainingConfig, device: torch.device) -> dict[str, float]:
+    """One optimisation step (0-based ``step``): lr schedule, ray batch, render, loss, backward, Adam.
+
+    Returns the model's loss stats plus the fine colour's MSE and the PSNR from it.
+    """
+    torch.manual_seed(cfg.seed * _SEED_STRIDE + step)  # sample jitter and density noise
+    model.before_step(step)
+    factor = model.lr_factor(step, cfg.iters)
+    for group, base in zip(optimizer.param_groups, base_lrs):
+        group["lr"] = base * factor
+    rays, target = sampler.batch(step, device)
+    out = model.render(rays, train=True)
+    loss, stats = model.loss(out, target, step)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    mse = float(torch.mean((out.rgb.detach() - target) ** 2))
+    return {**stats, "mse": mse, "psnr": mse_to_psnr(mse)}
+
+
 def train(
     model: Model,
     data: SceneData,
@@ -198,8 +225,7 @@ def train(
     reporter = reporter or Reporter()
     run_dir = Path(run_dir)
     model.to(device).train()
-    optimizer = torch.optim.Adam(model.param_groups(cfg.iters), betas=ADAM_BETAS)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    optimizer, base_lrs = make_optimizer(model, cfg)
     start = 0
     if resume_from is not None:
         ckpt = load_checkpoint(resume_from, device)
@@ -224,20 +250,8 @@ def train(
                 if time.perf_counter() >= deadline:
                     stopped = "minutes"
                     break
-                torch.manual_seed(cfg.seed * _SEED_STRIDE + step)  # sample jitter and density noise
-                model.before_step(step)
-                factor = model.lr_factor(step, cfg.iters)
-                for group, base in zip(optimizer.param_groups, base_lrs):
-                    group["lr"] = base * factor
-                rays, target = sampler.batch(step, device)
-                out = model.render(rays, train=True)
-                loss, stats = model.loss(out, target, step)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                mse = float(torch.mean((out.rgb.detach() - target) ** 2))
+                stats = train_step(model, optimizer, base_lrs, sampler, step, cfg, device)
                 step += 1
-                stats = {**stats, "mse": mse, "psnr": mse_to_psnr(mse)}
                 for k, v in stats.items():
                     window[k] = window.get(k, 0.0) + v
                 window_steps += 1

@@ -86,21 +86,55 @@ def blender_path(n_frames: int = BLENDER_FRAMES) -> np.ndarray:
     return np.stack([pose_spherical(a, BLENDER_ELEVATION_DEG, BLENDER_RADIUS) for a in angles])
 
 
-def circle_path(c2w_gl: np.ndarray, n_frames: int = CIRCLE_FRAMES) -> np.ndarray:
-    """A circle around the scene centre at the cameras' mean height, for 360-degree captures.
-
-    Works in the frame of spherified poses (scene centre at the origin, cameras on a sphere): the
-    up axis is the mean camera up, the radius the mean horizontal distance of the cameras.
-    """
+def _ring(c2w_gl: np.ndarray) -> tuple[np.ndarray, float, float, np.ndarray, np.ndarray]:
+    """(up, height, radius, a, b): the cameras' mean up axis, mean height along it, mean distance
+    from it, and two unit vectors spanning the horizontal plane (a towards the first camera)."""
     centres = c2w_gl[:, :3, 3]
     up = normalize(c2w_gl[:, :3, 1].sum(0))
     height = float((centres @ up).mean())
     flat = centres - np.outer(centres @ up, up)
     radius = float(np.linalg.norm(flat, axis=1).mean())
     a = normalize(flat[0])
-    b = np.cross(up, a)
-    out = []
-    for th in np.linspace(0.0, 2.0 * np.pi, n_frames + 1)[:-1]:
-        centre = height * up + radius * (np.cos(th) * a + np.sin(th) * b)
-        out.append(look_at(centre - height * up, up, centre))
-    return np.stack(out)
+    return up, height, radius, a, np.cross(up, a)
+
+
+def _ring_pose(up, height, radius, a, b, angle: float) -> np.ndarray:
+    """Camera on the ring at ``angle`` (radians from ``a`` towards ``b``), looking at the origin."""
+    centre = height * up + radius * (np.cos(angle) * a + np.sin(angle) * b)
+    return look_at(centre, up, centre)
+
+
+def azimuths(c2w_gl: np.ndarray) -> np.ndarray:
+    """(N,) azimuth of each camera centre around the mean up axis, radians in [0, 2 pi), from the first camera."""
+    up, _h, _r, a, b = _ring(c2w_gl)
+    centres = c2w_gl[:, :3, 3]
+    return np.mod(np.arctan2(centres @ b, centres @ a), 2 * np.pi)
+
+
+def covered_arc(angles: np.ndarray) -> tuple[float, float]:
+    """(start, span) in radians of the smallest arc holding every angle (the complement of the largest gap)."""
+    s = np.sort(np.mod(angles, 2 * np.pi))
+    gaps = np.diff(np.concatenate([s, [s[0] + 2 * np.pi]]))
+    k = int(np.argmax(gaps))
+    start = s[(k + 1) % len(s)]
+    return float(start), float(2 * np.pi - gaps[k])
+
+
+def circle_path(c2w_gl: np.ndarray, n_frames: int = CIRCLE_FRAMES) -> np.ndarray:
+    """A full circle around the scene at the cameras' mean height and distance, for 360-degree captures.
+
+    Works in the frame of spherified poses (the point the cameras look at is the origin): the up
+    axis is the mean camera up, every frame looks at the origin.
+    """
+    ring = _ring(c2w_gl)
+    angles = np.linspace(0.0, 2.0 * np.pi, n_frames + 1)[:-1]
+    return np.stack([_ring_pose(*ring, th) for th in angles])
+
+
+def arc_path(c2w_gl: np.ndarray, n_frames: int = CIRCLE_FRAMES) -> np.ndarray:
+    """For a partial sweep (wide arc): along the arc the cameras covered and back, looking at the
+    origin, at their mean height and distance; the video never shows the side nobody photographed."""
+    ring = _ring(c2w_gl)
+    start, span = covered_arc(azimuths(c2w_gl))
+    t = 0.5 - 0.5 * np.cos(np.linspace(0.0, 2.0 * np.pi, n_frames + 1)[:-1])  # 0 -> 1 -> 0, eased
+    return np.stack([_ring_pose(*ring, start + span * ti) for ti in t])

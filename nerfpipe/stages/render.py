@@ -1,8 +1,9 @@
 """The render stage: a trained run -> ``renders/<run>/spiral.mp4`` and ``spiral_depth.mp4``.
 
 The camera path is built in the normalised world the model was trained in (the run's
-``dataset.json``): the LLFF spiral for forward-facing scenes, a circle at the cameras' mean height
-for 360-degree captures, the paper's turntable for Blender scenes (:mod:`nerfpipe.cameras.paths`).
+``dataset.json``): the LLFF spiral for forward-facing (NDC) scenes, a circle at the cameras' mean
+height for 360-degree captures, an arc along the covered azimuths and back for a partial sweep, and
+the paper's turntable for Blender scenes (:mod:`nerfpipe.cameras.paths`).
 Frames are rendered in memory-bounded chunks and encoded as H.264 yuv420p through imageio-ffmpeg.
 The depth video maps one depth range for the whole clip to a colour map, near = bright.
 """
@@ -21,6 +22,7 @@ import torch
 from nerfpipe import scene as scene_layout
 from nerfpipe.cache import StageResult, StageSpec, load_manifest, run_stage
 from nerfpipe.cameras import paths
+from nerfpipe.cameras.scene_type import classify
 from nerfpipe.datasets.base import make_rays
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.nerf.models import render_image
@@ -74,14 +76,17 @@ def training_factor(meta: dict) -> float:
 
 
 def camera_path(meta: dict, n_frames: int | None) -> tuple[str, np.ndarray]:
-    """(path kind, (frames, 3, 4) c2w_gl) for the run's scene."""
+    """(path kind, (frames, 3, 4) c2w_gl) for the run's scene: turntable (Blender), spiral (NDC,
+    forward-facing), circle (360-degree capture) or arc (a partial sweep, along the covered arc)."""
     c2w = np.asarray(meta["c2w"], dtype=np.float64)
     if meta["kind"] == "blender":
         return "turntable", paths.blender_path(n_frames or paths.BLENDER_FRAMES)
-    if meta.get("source", {}).get("spherify") or meta["scene_box"]["kind"] == "unbounded":
+    if meta["ndc"]:
+        bounds = np.asarray(meta["bounds"], dtype=np.float64)
+        return "spiral", paths.spiral_path(c2w, bounds, n_frames or paths.SPIRAL_FRAMES)
+    if classify(c2w).kind == "360":
         return "circle", paths.circle_path(c2w, n_frames or paths.CIRCLE_FRAMES)
-    bounds = np.asarray(meta["bounds"], dtype=np.float64)
-    return "spiral", paths.spiral_path(c2w, bounds, n_frames or paths.SPIRAL_FRAMES)
+    return "arc", paths.arc_path(c2w, n_frames or paths.CIRCLE_FRAMES)
 
 
 def render_frames(model, meta: dict, path: np.ndarray, height: int, width: int, focal: float, reporter: Reporter,

@@ -19,6 +19,15 @@ TINY = ("nerf.netdepth=4", "nerf.netwidth=32", "nerf.netdepth_fine=4", "nerf.net
         "nerf.n_samples=16", "nerf.n_importance=16", "training.batch_rays=256")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The tiny networks gain nothing from a second thread, and OpenMP threads spin badly on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tiny_lego(lego_dir, tmp_path_factory):
     """8 training and 2 test views of lego at 40x40 (camera_angle_x unchanged, so the focal scales)."""

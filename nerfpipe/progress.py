@@ -62,7 +62,8 @@ class _RateColumn(ProgressColumn):
             return Text(f"- {unit}/s", style="progress.data.speed")
         if speed >= 1 or speed == 0:
             return Text(f"{speed:.1f} {unit}/s", style="progress.data.speed")
-        return Text(f"{1 / speed:.1f} s/{unit}", style="progress.data.speed")
+        single = unit[:-1] if unit.endswith("s") and len(unit) > 2 else unit  # 's/frame', not 's/frames'
+        return Text(f"{1 / speed:.1f} s/{single}", style="progress.data.speed")
 
 
 class _StatsColumn(ProgressColumn):

@@ -148,3 +148,12 @@ def test_llff_ndc_training_lowers_loss(tiny_fern):
 def test_scene_without_cameras_says_what_to_run(tmp_path):
     with pytest.raises(NerfpipeError, match="nerfpipe ingest.*nerfpipe poses"):
         stage.run(stage.TrainParams(scene=tmp_path, recipe="llff", device="cpu"))
+
+
+def test_device_choice_is_checked():
+    assert trainer.pick_device("cpu").type == "cpu"
+    with pytest.raises(NerfpipeError, match="not a device"):
+        trainer.pick_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(NerfpipeError, match="CUDA"):
+            trainer.pick_device("cuda")

@@ -16,7 +16,8 @@ its peak RSS is its own:
 - ``gemm_gflops``: a 65536x256 @ 256x256 fp32 matmul on this machine; ``floor_*`` divide the
   network's multiply-add count by it (the time the dense arithmetic cannot go below).
 
-Weights are freshly initialised (the reference figures were also timed from the start of training):
+The machine is shared: ``load_average_1min_before_after`` shows whether other work ran meanwhile
+(above about 1 on this 2-core machine, the figures are inflated). Weights are freshly initialised (the reference figures were also timed from the start of training):
 the share of samples with zero density, which the fast path skips, changes as a model trains.
 """
 
@@ -162,6 +163,7 @@ def main() -> None:
 
     import torch
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         scene = prepare_scene(args.fern, Path(tmp))
         gemm = _in_child(_gemm_phase)
@@ -176,7 +178,8 @@ def main() -> None:
     out = {
         "benchmark": "train_nerf",
         "machine": {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "python": platform.python_version()},
+                    "python": platform.python_version(),
+                    "load_average_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]},
         "scene": "fern, factor 8 (ingested 496x368), recipe llff, CPU",
         "gemm_gflops": gemm["gemm_gflops"],
         "network_macs_per_sample": macs,

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from nerfpipe.datasets.base import SceneData
+from nerfpipe.errors import NerfpipeError
 from nerfpipe.nerf.metrics import mse_to_psnr
 from nerfpipe.nerf.models import Model, RayBundle
 from nerfpipe.progress import Reporter
@@ -48,7 +49,15 @@ def pick_device(name: str = "auto") -> torch.device:
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise NerfpipeError(f"--device {name!r} is not a device: use auto, cpu, cuda, cuda:1 or mps.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise NerfpipeError(f"--device {name} asks for CUDA, which this machine's torch cannot use: use --device auto or cpu.")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise NerfpipeError(f"--device {name} asks for Apple's MPS, which is not available here: use --device auto or cpu.")
+    return device
 
 
 def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:

@@ -8,17 +8,19 @@ a linear colour head. Outputs are raw (before the sigmoid on colour and the ReLU
 belong to volume rendering).
 
 The parameters have the reference code's shapes (the skip layer's weight is (256, 63 + 256) with the
-position columns first), but the forward pass never materialises a concatenation: the skip layer is
-``h @ W_h^T + x @ W_x^T``, and the direction part of the colour layer is computed once per ray
-(:meth:`NerfMLP.direction_term`) instead of once per sample.
+position columns first). :meth:`NerfMLP.forward` is the literal formulation with concatenations and
+plain autograd, kept as the reference that the tests compare the fast path against.
 
-:meth:`NerfMLP.evaluate` is the fast path used in training and rendering. It returns density after
+:meth:`NerfMLP.evaluate` is the fast path used in training and rendering. It never materialises a
+concatenation (the skip layer is ``x @ W_x^T + h @ W_h^T``; the direction part of the colour layer
+is computed once per ray by :meth:`NerfMLP.direction_term` instead of once per sample), fuses each
+layer's bias and ReLU into its matrix product (oneDNN on a CPU), returns density after
+the ReLU and colour after the sigmoid, and exploits one exact fact: a sample whose density is 0
 the ReLU and colour after the sigmoid, and exploits one exact fact: a sample whose density is 0
 (raw density plus noise <= 0) gets weight 0 in volume rendering, so its colour never reaches the
 output and no gradient flows through it (the ReLU's derivative is 0 there, and the colour's
 gradient is its weight). Such samples skip the colour branch, and the backward pass (a hand-written
-one, :class:`_SparseField`) runs only on the rows of the other samples. :meth:`density` and
-:meth:`color` are the plain autograd formulation, kept as the reference the tests compare against.
+one, :class:`_SparseField`) runs only on the rows of the other samples.
 """
 
 from __future__ import annotations
@@ -56,38 +58,28 @@ class NerfMLP(nn.Module):
         else:
             self.output = nn.Linear(width, 4)
 
-    def density(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x (points, pos_dims) encoded positions -> (sigma_raw (points,), h (points, width))."""
-        first = self.trunk[0]
-        h = torch.relu_(F.linear(x, first.weight, first.bias))
-        for i in range(1, len(self.trunk)):
-            layer = self.trunk[i]
-            if i - 1 in self.skips:
-                # cat([x, h]) @ W^T == x @ W[:, :P]^T + h @ W[:, P:]^T, without the copy
-                pre = torch.addmm(layer.bias, x, layer.weight[:, : self.pos_dims].t())
-                pre = torch.addmm(pre, h, layer.weight[:, self.pos_dims :].t())
-            else:
-                pre = F.linear(h, layer.weight, layer.bias)
-            h = torch.relu_(pre)
-        if self.use_viewdirs:
-            sigma = F.linear(h, self.sigma_head.weight, self.sigma_head.bias)
-        else:
-            sigma = F.linear(h, self.output.weight[3:], self.output.bias[3:])
-        return sigma[:, 0], h
+    def forward(self, x: Tensor, d: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The literal formulation (concatenations as in the paper's figure), plain autograd.
+
+        x (points, pos_dims) encoded positions, d (points, dir_dims) encoded view directions (None
+        without them) -> (sigma_raw (points,), rgb_raw (points, 3)).
+        """
+        h = x
+        for i, layer in enumerate(self.trunk):
+            h = torch.relu(layer(h))
+            if i in self.skips:
+                h = torch.cat([x, h], dim=-1)
+        if not self.use_viewdirs:
+            out = self.output(h)
+            return out[:, 3], out[:, :3]
+        sigma = self.sigma_head(h)[:, 0]
+        v = torch.relu(self.view(torch.cat([self.feature(h), d], dim=-1)))
+        return sigma, self.rgb_head(v)
 
     def direction_term(self, d: Tensor) -> Tensor:
         """d (rays, dir_dims) encoded unit view directions -> (rays, width // 2), the direction's
         share of the colour layer's pre-activation (its bias included)."""
         return torch.addmm(self.view.bias, d, self.view.weight[:, self.width :].t())
-
-    def color(self, h: Tensor, dir_term: Tensor | None) -> Tensor:
-        """h (points, width) trunk features, dir_term (points, width // 2) from :meth:`direction_term`
-        (gathered per point) -> rgb_raw (points, 3)."""
-        if not self.use_viewdirs:
-            return F.linear(h, self.output.weight[:3], self.output.bias[:3])
-        feature = F.linear(h, self.feature.weight, self.feature.bias)
-        v = torch.relu_(torch.addmm(dir_term, feature, self.view.weight[:, : self.width].t()))
-        return F.linear(v, self.rgb_head.weight, self.rgb_head.bias)
 
     def parameter_list(self) -> list[Tensor]:
         """The parameters in the order :class:`_SparseField` takes them."""

@@ -8,8 +8,9 @@ implementation; two things are computed differently, with identical results:
 - ``skip_empty``: a sample whose density after the ReLU (and the training noise) is exactly 0 has
   weight 0, so neither its colour nor any gradient through it can change the output: the colour
   branch and the backward pass run only on the other samples (:meth:`NerfMLP.evaluate`).
-- the skip connection and the direction input are added as separate matrix products (see
-  :mod:`nerfpipe.nerf.fields`), and the direction part is computed once per ray.
+- the skip connection and the direction input are added as separate matrix products instead of
+  concatenated, and the direction part is computed once per ray (see :mod:`nerfpipe.nerf.fields`).
+``skip_empty = false`` runs the literal formulation with plain autograd instead.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ class NerfConfig:
     lrate_decay: int = 250
     """The learning rate falls by 10x every lrate_decay * 1000 steps (lrate_decay)."""
     skip_empty: bool = True
-    """Skip the colour branch and autograd for samples of zero density (exact; see module docstring)."""
+    """The fast path: split matrix products, and no colour or backward work for samples of zero density
+    (exact; see the module docstring). false: the literal formulation with plain autograd."""
     loss: LossKind = "mse"
     """Photometric loss, copied from the recipe's [training] loss."""
 
@@ -104,13 +106,13 @@ class NerfModel(Model):
         n_rays, n_samples = z.shape
         pts = rays.origins[:, None, :] + rays.directions[:, None, :] * z[..., None]  # (rays, samples, 3)
         x = self.pos_enc(pts.reshape(-1, 3))  # (points, 63)
-        dir_term = field.direction_term(d_enc) if d_enc is not None else None  # (rays, width / 2)
         noise = torch.randn(x.shape[0], device=x.device, dtype=x.dtype) * noise_std if noise_std > 0 else None
-        if not self.config.skip_empty:
-            raw, h = field.density(x)
+        if not self.config.skip_empty:  # the literal formulation, plain autograd over every sample
+            d = None if d_enc is None else d_enc.repeat_interleave(n_samples, 0)
+            raw, rgb_raw = field(x, d)
             sigma = torch.relu(raw if noise is None else raw + noise)
-            rgb = torch.sigmoid(field.color(h, None if dir_term is None else dir_term.repeat_interleave(n_samples, 0)))
-            return sigma.view(n_rays, n_samples), rgb.view(n_rays, n_samples, 3)
+            return sigma.view(n_rays, n_samples), torch.sigmoid(rgb_raw).view(n_rays, n_samples, 3)
+        dir_term = field.direction_term(d_enc) if d_enc is not None else None  # (rays, width / 2)
         sigma, rgb = field.evaluate(x, dir_term, n_samples, noise)
         return sigma.view(n_rays, n_samples), rgb.view(n_rays, n_samples, 3)
 

@@ -1,0 +1,237 @@
+"""Grid encodings in plain PyTorch: bilinear planes and linear lines, and the TensoRF VM factorisation.
+
+Coordinates are normalised to [-1, 1] over the grid's box (``align_corners=True`` convention: -1 is
+the centre of the first cell row, +1 of the last); points outside are clamped to the border.
+
+Tables are stored channels-last, one row per grid vertex: a plane over axes (a, b) with
+resolution (res_a, res_b) is a (res_b * res_a, C) table whose row ``j * res_a + i`` holds vertex
+(i along a, j along b). A lookup is one :func:`torch.nn.functional.embedding_bag` call (mode
+'sum' with the bilinear weights as per-sample weights). On a 2-core CPU this is 3-4x faster,
+forward and backward, than ``grid_sample`` on the same (C, H, W) plane for C >= 16 (measured:
+131k samples, 48 channels, 300^2 plane: 0.11 s vs 0.37 s for forward plus backward), because
+``grid_sample`` walks channel-strided memory and its backward scatters one channel at a time.
+
+:class:`VMEncoding` is TensoRF's vector-matrix factorisation (Chen et al., ECCV 2022): for each
+of the planes XY, XZ, YZ and the line along the remaining axis (Z, Y, X), ``comps[m]`` rank-one
+components ``plane(a, b) * line(c)``. Densities sum all products; appearance features stack them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+PLANE_AXES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2))
+"""Axes (a, b) spanned by plane m: XY, XZ, YZ."""
+LINE_AXES: tuple[int, ...] = (2, 1, 0)
+"""Axis of the line paired with plane m: Z, Y, X."""
+INDEX_DTYPE = torch.int32
+"""Table row indices: int32 halves index memory and sorts 2x faster than int64 on a CPU (tables
+have far fewer than 2^31 rows)."""
+
+
+def continuous_index(x: Tensor, res: int) -> Tensor:
+    """(N,) coordinates in [-1, 1] -> (N,) continuous vertex index in [0, res - 1] (clamped)."""
+    return ((x + 1.0) * (0.5 * (res - 1))).clamp_(0.0, res - 1)
+
+
+def axis_corners(x: Tensor, res: int) -> tuple[Tensor, Tensor]:
+    """(N,) coordinates in [-1, 1] on an axis of ``res`` vertices -> (N,) int32 index of the
+    lower vertex of the cell (in [0, res - 2]) and (N, 2) linear weights of its two ends."""
+    f = continuous_index(x, res)
+    i0 = f.floor().clamp_(max=res - 2)
+    w1 = f - i0
+    return i0.to(INDEX_DTYPE), torch.stack([1.0 - w1, w1], -1)
+
+
+def _line(i0: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    return i0[:, None] + torch.tensor([0, 1], dtype=INDEX_DTYPE, device=i0.device), w
+
+
+def _plane(a0: Tensor, wa: Tensor, b0: Tensor, wb: Tensor, res_a: int) -> tuple[Tensor, Tensor]:
+    offsets = torch.tensor([0, 1, res_a, res_a + 1], dtype=INDEX_DTYPE, device=a0.device)
+    idx = (b0 * res_a + a0)[:, None] + offsets
+    return idx, (wb[:, :, None] * wa[:, None, :]).reshape(-1, 4)
+
+
+def line_corners(x: Tensor, res: int) -> tuple[Tensor, Tensor]:
+    """Linear interpolation on a line of ``res`` vertices.
+
+    x: (N,) in [-1, 1]. Returns idx (N, 2) int32 and weights (N, 2).
+    """
+    return _line(*axis_corners(x, res))
+
+
+def plane_corners(xa: Tensor, xb: Tensor, res_a: int, res_b: int) -> tuple[Tensor, Tensor]:
+    """Bilinear interpolation on a (res_b, res_a) plane stored as a (res_b * res_a, C) table.
+
+    xa, xb: (N,) in [-1, 1]. Returns idx (N, 4) int32 rows and weights (N, 4), corners in the
+    order (a0, b0), (a1, b0), (a0, b1), (a1, b1).
+    """
+    return _plane(*axis_corners(xa, res_a), *axis_corners(xb, res_b), res_a)
+
+
+def scatter_matrix(idx: Tensor, weights: Tensor, rows: int) -> Tensor:
+    """The (rows, N) sparse CSR matrix S with S[idx[n, j], n] += weights[n, j]: ``S @ g`` scatters
+    (N, C) values back onto table rows. idx, weights: (N, k)."""
+    k = idx.shape[1]
+    flat = idx.reshape(-1)
+    order = torch.argsort(flat)
+    crow = torch.zeros(rows + 1, dtype=idx.dtype, device=idx.device)
+    crow[1:] = torch.cumsum(torch.bincount(flat, minlength=rows), 0)
+    col = torch.div(order, k, rounding_mode="floor").to(idx.dtype)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": CSR @ dense is all we use
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            crow, col, weights.reshape(-1)[order], size=(rows, idx.shape[0]), check_invariants=False
+        )
+
+
+class _Interpolate(torch.autograd.Function):
+    """embedding_bag forward; backward as one sparse-dense product. On a 2-core CPU the product,
+    sort included, is 2-3x faster than embedding_bag's own dense backward (393k samples, 48
+    channels: 0.09 s vs 0.25 s)."""
+
+    @staticmethod
+    def forward(ctx, table: Tensor, idx: Tensor, weights: Tensor) -> Tensor:
+        ctx.save_for_backward(idx, weights)
+        ctx.rows = table.shape[0]
+        return F.embedding_bag(idx, table, per_sample_weights=weights, mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        idx, weights = ctx.saved_tensors
+        return scatter_matrix(idx, weights, ctx.rows) @ grad.contiguous(), None, None
+
+
+def interpolate(table: Tensor, idx: Tensor, weights: Tensor) -> Tensor:
+    """Weighted sum of table rows: table (rows, C), idx (N, k), weights (N, k) -> (N, C).
+
+    Differentiable with respect to ``table`` only (sample positions get no gradient)."""
+    weights = weights.detach().to(table.dtype)
+    if torch.is_grad_enabled() and table.requires_grad:
+        return _Interpolate.apply(table, idx, weights)
+    return F.embedding_bag(idx, table, per_sample_weights=weights, mode="sum")
+
+
+@dataclass
+class Corners:
+    """Interpolation indices and weights of N points on a VM grid, shared by its encodings."""
+
+    plane_idx: list[Tensor]
+    """per plane: (N, 4)"""
+    plane_w: list[Tensor]
+    """per plane: (N, 4)"""
+    line_idx: list[Tensor]
+    """per line: (N, 2)"""
+    line_w: list[Tensor]
+    """per line: (N, 2)"""
+
+
+def vm_corners(x: Tensor, res: Sequence[int]) -> Corners:
+    """x: (N, 3) in [-1, 1]^3 on a grid of res (rx, ry, rz) vertices -> :class:`Corners`
+    (each axis' cell and weights computed once and shared by the two planes and the line using it)."""
+    x = x.detach()
+    axes = [axis_corners(x[:, k], res[k]) for k in range(3)]
+    pi, pw, li, lw = [], [], [], []
+    for (a, b), c in zip(PLANE_AXES, LINE_AXES):
+        idx, w = _plane(*axes[a], *axes[b], res[a])
+        pi.append(idx)
+        pw.append(w)
+        idx, w = _line(*axes[c])
+        li.append(idx)
+        lw.append(w)
+    return Corners(pi, pw, li, lw)
+
+
+def resample_plane(table: Tensor, old: tuple[int, int], new: tuple[int, int]) -> Tensor:
+    """Bilinear resampling (align_corners) of a (old_b * old_a, C) table to (new_b * new_a, C)."""
+    (ra, rb), (na, nb) = old, new
+    grid = table.reshape(rb, ra, -1).permute(2, 0, 1)[None]
+    out = F.interpolate(grid, size=(nb, na), mode="bilinear", align_corners=True)
+    return out[0].permute(1, 2, 0).reshape(nb * na, -1).contiguous()
+
+
+def resample_line(table: Tensor, new: int) -> Tensor:
+    """Linear resampling (align_corners) of a (old, C) line table to (new, C)."""
+    out = F.interpolate(table.t()[None], size=new, mode="linear", align_corners=True)
+    return out[0].t().contiguous()
+
+
+def plane_tv(table: Tensor, res_a: int, res_b: int) -> Tensor:
+    """Mean squared difference between neighbouring vertices of a (res_b * res_a, C) plane, both ways."""
+    g = table.reshape(res_b, res_a, -1)
+    return (g[1:] - g[:-1]).pow(2).mean() + (g[:, 1:] - g[:, :-1]).pow(2).mean()
+
+
+class VMEncoding(nn.Module):
+    """TensoRF vector-matrix encoding: ``comps[m]`` components of plane ``PLANE_AXES[m]`` x line
+    ``LINE_AXES[m]``, at a fixed resolution (rx, ry, rz) vertices."""
+
+    def __init__(self, res: Sequence[int], comps: Sequence[int], init_std: float, generator: torch.Generator | None = None):
+        super().__init__()
+        self.comps = tuple(int(c) for c in comps)
+        self.resolution: tuple[int, int, int] = tuple(int(v) for v in res)
+        r = self.resolution
+
+        def init(rows: int, cols: int) -> nn.Parameter:
+            if init_std == 0:
+                return nn.Parameter(torch.zeros(rows, cols))
+            return nn.Parameter(init_std * torch.randn(rows, cols, generator=generator))
+
+        self.planes = nn.ParameterList(init(r[b] * r[a], c) for (a, b), c in zip(PLANE_AXES, self.comps))
+        self.lines = nn.ParameterList(init(r[ax], c) for ax, c in zip(LINE_AXES, self.comps))
+
+    @property
+    def out_dim(self) -> int:
+        return sum(self.comps)
+
+    def products(self, corners: Corners) -> list[Tensor]:
+        """Per plane m: (N, comps[m]) products plane * line at the points of ``corners``."""
+        return [
+            interpolate(p, pi, pw) * interpolate(ln, li, lw)
+            for p, ln, pi, pw, li, lw in zip(
+                self.planes, self.lines, corners.plane_idx, corners.plane_w, corners.line_idx, corners.line_w
+            )
+        ]
+
+    def sum(self, corners: Corners) -> Tensor:
+        """(N,) sum of every component (a density feature)."""
+        return sum(p.sum(-1) for p in self.products(corners))
+
+    def stack(self, corners: Corners) -> Tensor:
+        """(N, out_dim) every component side by side (appearance features)."""
+        return torch.cat(self.products(corners), -1)
+
+    def dense_sum(self) -> Tensor:
+        """(rx, ry, rz) the summed components at every grid vertex. Because a product of a
+        bilinear and a linear interpolant is the trilinear interpolant of the vertex products,
+        :meth:`sum` at any point is the trilinear interpolation of this grid."""
+        rx, ry, rz = r = self.resolution
+        total = torch.zeros(rx, ry, rz, dtype=self.planes[0].dtype, device=self.planes[0].device)
+        for plane, line, (a, b), c in zip(self.planes, self.lines, PLANE_AXES, LINE_AXES):
+            block = (plane @ line.t()).view(r[b], r[a], r[c])  # indexed [b, a, c]
+            total += block.permute(*[[b, a, c].index(axis) for axis in range(3)])
+        return total
+
+    def tv(self) -> Tensor:
+        """Total variation of the planes (mean squared neighbour difference, summed over planes)."""
+        r = self.resolution
+        return sum(plane_tv(p, r[a], r[b]) for p, (a, b) in zip(self.planes, PLANE_AXES))
+
+    def l1(self) -> Tensor:
+        """Mean absolute value of planes and lines (sparsity prior for mostly empty boxes)."""
+        return sum(p.abs().mean() for p in self.planes) + sum(ln.abs().mean() for ln in self.lines)
+
+    @torch.no_grad()
+    def copy_resampled(self, other: "VMEncoding") -> None:
+        """Set every table to ``other``'s, resampled to this encoding's resolution (same comps)."""
+        old, new = other.resolution, self.resolution
+        for m, ((a, b), c) in enumerate(zip(PLANE_AXES, LINE_AXES)):
+            self.planes[m].copy_(resample_plane(other.planes[m], (old[a], old[b]), (new[a], new[b])))
+            self.lines[m].copy_(resample_line(other.lines[m], new[c]))

@@ -1,0 +1,242 @@
+"""The fast recipe's grid model: lookups against slow references, occupancy skipping that drops
+nothing visible, rendering paths that agree, grid growth under one optimiser, a short real
+training, and the recipe."""
+
+import dataclasses
+import json
+import shutil
+
+import cv2
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nerfpipe.errors import NerfpipeError
+from nerfpipe.nerf.fast import FastConfig, FastModel, composite_weights, sh_basis
+from nerfpipe.nerf.grid import VMEncoding, interpolate, line_corners, plane_corners, vm_corners
+from nerfpipe.nerf.models import RayBundle, SceneBox, get_model, render_image
+from nerfpipe.progress import RecordingReporter
+from nerfpipe.recipes import default_recipe_name, dump_recipe, load_recipe
+from nerfpipe.stages import train as stage
+
+NDC_BOX = SceneBox("ndc", ((-1.5, -1.6, -1.05), (1.5, 1.6, 1.05)), 0.0, 1.0, False)
+BLENDER_BOX = SceneBox("bounded", ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5)), 2.0, 6.0, True)
+SPHERE_BOX = SceneBox("unbounded", ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0)), 0.1, 20.0, False)
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small tensors gain nothing from a second thread, and OpenMP threads spin badly on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+SMALL = dict(voxels_init=24**3, voxels_final=40**3, grow_at=(0.5,), density_comps=(4, 2, 2), app_comps=(6, 3, 3),
+             samples=32, segment=8)
+
+
+def slow_bilinear(table, xa, xb, res_a, res_b):
+    """Reference: one point at a time, corners and weights written out (autograd gives the gradient)."""
+    rows = []
+    for u, v in zip(xa.tolist(), xb.tolist()):
+        fa = min(max((u + 1) / 2 * (res_a - 1), 0.0), res_a - 1)
+        fb = min(max((v + 1) / 2 * (res_b - 1), 0.0), res_b - 1)
+        a0, b0 = min(int(fa), res_a - 2), min(int(fb), res_b - 2)
+        wa, wb = fa - a0, fb - b0
+        rows.append((1 - wa) * (1 - wb) * table[b0 * res_a + a0] + wa * (1 - wb) * table[b0 * res_a + a0 + 1]
+                    + (1 - wa) * wb * table[(b0 + 1) * res_a + a0] + wa * wb * table[(b0 + 1) * res_a + a0 + 1])
+    return torch.stack(rows)
+
+
+def test_plane_and_line_lookups_match_slow_reference_values_and_gradients():
+    torch.manual_seed(0)
+    res_a, res_b, channels = 7, 5, 3
+    x = torch.rand(60, 2, dtype=torch.float64) * 2.4 - 1.2  # some points outside [-1, 1]: clamped to the border
+    fast_table = torch.randn(res_b * res_a, channels, dtype=torch.float64, requires_grad=True)
+    slow_table = fast_table.detach().clone().requires_grad_()
+    grad_out = torch.randn(60, channels, dtype=torch.float64)
+
+    fast = interpolate(fast_table, *plane_corners(x[:, 0], x[:, 1], res_a, res_b))
+    slow = slow_bilinear(slow_table, x[:, 0], x[:, 1], res_a, res_b)
+    (fast * grad_out).sum().backward()
+    (slow * grad_out).sum().backward()
+    assert torch.allclose(fast, slow, atol=1e-12)
+    assert torch.allclose(fast_table.grad, slow_table.grad, atol=1e-12)
+
+    # grid_sample (border padding, align_corners) is the same interpolation
+    ref = F.grid_sample(slow_table.detach().reshape(res_b, res_a, channels).permute(2, 0, 1)[None],
+                        x[None, :, None, :], align_corners=True, padding_mode="border")[0, :, :, 0].t()
+    assert torch.allclose(fast, ref, atol=1e-12)
+
+    line = torch.randn(9, channels, dtype=torch.float64, requires_grad=True)
+    out = interpolate(line, *line_corners(x[:, 0], 9))
+    out.sum().backward()
+    f = ((x[:, 0] + 1) / 2 * 8).clamp(0, 8)
+    i0 = f.floor().clamp(max=7).long()
+    expected = line.detach()[i0] * (1 - (f - i0))[:, None] + line.detach()[i0 + 1] * (f - i0)[:, None]
+    assert torch.allclose(out, expected, atol=1e-12)
+    assert torch.allclose(line.grad.sum(0), torch.full((channels,), 60.0, dtype=torch.float64))  # weights sum to 1
+
+
+def test_vm_encoding_is_the_trilinear_interpolant_of_its_dense_grid():
+    torch.manual_seed(1)
+    enc = VMEncoding((6, 5, 4), (3, 2, 2), init_std=0.5).double()
+    x = torch.rand(100, 3, dtype=torch.float64) * 2 - 1
+    corners = vm_corners(x, enc.resolution)
+    dense = enc.dense_sum()  # (rx, ry, rz)
+    ref = F.grid_sample(dense.permute(2, 1, 0)[None, None], x[None, :, None, None, :], align_corners=True)
+    assert torch.allclose(enc.sum(corners), ref.reshape(-1), atol=1e-12)
+    # each stacked feature is plane(a, b) * line(c)
+    plane = enc.planes[1].detach().reshape(4, 6, 2).permute(2, 0, 1)[None]  # XZ plane: (C, z, x)
+    line = enc.lines[1].detach().t()[None, :, :, None]  # Y line: (C, y, 1)
+    p = F.grid_sample(plane, x[None, :, None, [0, 2]], align_corners=True)[0, :, :, 0].t()
+    ln = F.grid_sample(line, torch.stack([torch.zeros(100, dtype=torch.float64), x[:, 1]], -1)[None, :, None],
+                       align_corners=True)[0, :, :, 0].t()
+    assert torch.allclose(enc.stack(corners)[:, 3:5], p * ln, atol=1e-12)
+
+
+def test_composite_weights_by_hand():
+    alpha = torch.tensor([[0.5, 0.5, 1.0, 0.3]])
+    weights, trans = composite_weights(alpha)
+    assert torch.allclose(weights, torch.tensor([[0.5, 0.25, 0.25, 0.0]]), atol=1e-6)
+    assert trans.item() == pytest.approx(0.0, abs=1e-6)
+    assert sh_basis(torch.tensor([[0.0, 0.0, 1.0]]))[0, 0].item() == pytest.approx(0.2820948)
+
+
+def _structured_model(box: SceneBox, **overrides) -> FastModel:
+    """A model whose density is a few solid blobs in empty space, with random colours."""
+    torch.manual_seed(2)
+    model = FastModel(FastConfig(**{**SMALL, "density_comps": (1, 1, 1), **overrides}), box)
+    with torch.no_grad():
+        for enc in model.field.density_levels:  # density from the XY plane and Z line only
+            for p in list(enc.planes)[1:] + list(enc.lines)[1:]:
+                p.zero_()
+            enc.planes[0].copy_(torch.randn_like(enc.planes[0]).clamp_min(0) ** 4 - 2.0)  # negative (empty) but for peaks
+            enc.lines[0].copy_(torch.rand_like(enc.lines[0]))
+    return model.eval()
+
+
+def _ndc_rays(n: int, seed: int = 3) -> RayBundle:
+    g = torch.Generator().manual_seed(seed)
+    o = torch.cat([torch.rand(n, 2, generator=g) * 2.4 - 1.2, -torch.ones(n, 1)], -1)
+    d = torch.cat([torch.randn(n, 2, generator=g) * 0.2, torch.full((n, 1), 2.0)], -1)
+    return RayBundle(o, d, torch.zeros(n, 1), torch.ones(n, 1))
+
+
+def _world_rays(n: int, radius: float, near: float, far: float, seed: int = 4) -> RayBundle:
+    g = torch.Generator().manual_seed(seed)
+    eye = F.normalize(torch.randn(n, 3, generator=g), dim=-1) * radius
+    target = torch.rand(n, 3, generator=g) - 0.5
+    d = F.normalize(target - eye, dim=-1)
+    return RayBundle(eye, d, torch.full((n, 1), near), torch.full((n, 1), far))
+
+
+def test_occupancy_never_drops_a_sample_the_full_evaluation_weights():
+    model = _structured_model(NDC_BOX)
+    rays = _ndc_rays(3000)
+    t, full = model.sample_weights(rays, use_occupancy=False)
+    _, skipped = model.sample_weights(rays, use_occupancy=True)
+    occupied = float(model.occupancy.cells.float().mean())
+    assert 0.02 < occupied < 0.7  # it does skip space, and the scene is not empty
+    assert (full > 1e-3).any()
+    assert not ((skipped == 0) & (full > 1e-5)).any()  # nothing the full evaluation sees is dropped
+    assert torch.allclose(skipped, full, atol=1e-5)
+    # the bound behind it: inside an empty cell no point has density above the threshold density
+    x = torch.rand(20000, 3) * 2 - 1
+    empty = ~model.occupancy.query(x)
+    with torch.no_grad():
+        assert empty.any() and float(model.field.sigma(x[empty]).max()) < 1e-3
+
+
+@pytest.mark.parametrize("box", [NDC_BOX, BLENDER_BOX, SPHERE_BOX], ids=["ndc", "bounded", "unbounded"])
+def test_rendering_path_matches_the_training_lattice_and_chunking(box):
+    model = _structured_model(box)
+    rays = _ndc_rays(700) if box.kind == "ndc" else _world_rays(700, 4.0 if box.kind == "bounded" else 0.9, box.near, box.far)
+    with torch.no_grad():
+        out = model.render(rays, train=False)  # dense density volume, segments, early stop
+        t, dt, valid = model.place_samples(rays, train=False)
+        rgb, depth, acc, _, _ = model._segment(rays, t, dt, valid, None, lambda x, keep: model.field.sigma(x) * keep)
+        if box.white_background:
+            rgb = rgb + (1 - acc[:, None])
+        chunked = render_image(model, rays, chunk=128)
+    assert torch.allclose(out.rgb, rgb, atol=2e-4) and torch.allclose(out.acc, acc, atol=2e-4)
+    assert torch.allclose(out.depth, depth, atol=2e-3)
+    assert torch.allclose(chunked.rgb, out.rgb, atol=1e-6)
+    assert out.rgb.shape == (700, 3) and float(out.acc.max()) > 0.5 and torch.isfinite(out.rgb).all()
+
+
+def test_growth_switches_level_under_one_optimiser_and_state_dict_reloads():
+    torch.manual_seed(5)
+    model = FastModel(FastConfig(**SMALL), NDC_BOX)
+    optimizer = torch.optim.Adam(model.param_groups(step_budget=4))
+    rays, target = _ndc_rays(256), torch.rand(256, 3)
+    coarse, fine = model.field.density_levels
+    for step in range(4):
+        model.before_step(step)
+        loss, stats = model.loss(model.render(rays, train=True), target, step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if step == 2:  # grown at step 2 (half of the 4-step budget)
+            coarse_after_growth = [p.detach().clone() for p in coarse.parameters()]
+        optimizer.step()
+    assert int(model.field.level) == 1 and model.field.density is fine
+    assert all(torch.equal(a, b) for a, b in zip(coarse_after_growth, coarse.parameters()))  # no longer trained
+    assert float(fine.planes[0].detach().abs().sum()) > 0 and set(stats) >= {"loss", "photometric", "tv"}
+
+    reloaded = FastModel(FastConfig(**SMALL), NDC_BOX)
+    reloaded.load_state_dict(torch.load(_save(model.state_dict()), weights_only=True))
+    with torch.no_grad():
+        assert torch.equal(reloaded.eval().render(rays, train=False).rgb, model.eval().render(rays, train=False).rgb)
+
+
+def _save(state) -> "io.BytesIO":
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return buf
+
+
+@pytest.fixture(scope="module")
+def tiny_fern(fern_dir, tmp_path_factory):
+    """Published LLFF layout at factor 32 (126x94 PNGs) with the authors' poses."""
+    scene = tmp_path_factory.mktemp("fern32")
+    (scene / "images_32").mkdir()
+    for path in sorted((fern_dir / "images").glob("*.JPG")):
+        img = cv2.imread(str(path), cv2.IMREAD_REDUCED_COLOR_8)  # 504x378
+        cv2.imwrite(str(scene / "images_32" / f"{path.stem}.png"), cv2.resize(img, (126, 94), interpolation=cv2.INTER_AREA))
+    shutil.copy(fern_dir / "poses_bounds.reference.npy", scene / "poses_bounds.npy")
+    return scene
+
+
+@pytest.mark.slow
+def test_short_fast_training_on_fern_lowers_the_loss_and_evaluates(tiny_fern):
+    overrides = ("factor=32", "iters=60", "batch_rays=1024", "log_every=10", "minutes=0",
+                 "fast.voxels_init=32768", "fast.voxels_final=110592", "fast.grow_at=[0.3]", "fast.samples=32")
+    out = stage.run(stage.TrainParams(scene=tiny_fern, recipe="fast", overrides=overrides, run="f", device="cpu"),
+                    RecordingReporter())
+    lines = [json.loads(s) for s in (tiny_fern / "runs" / "f" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["photometric"] < 0.6 * lines[0]["photometric"]
+    assert out.train.result["model"] == "fast" and out.train.result["steps"] == 60
+    assert out.eval.result["mean"]["psnr"] > 15.0
+    model, recipe, meta = stage.load_run(tiny_fern, "f")
+    assert isinstance(model, FastModel) and int(model.field.level) == 1 and recipe.model_config.samples == 32
+
+
+def test_fast_recipe_is_the_default_and_round_trips(tmp_path):
+    assert default_recipe_name() == "fast"
+    recipe = load_recipe("fast")
+    assert recipe.model == "fast" and isinstance(recipe.model_config, FastConfig)
+    assert recipe.training.minutes > 0 and recipe.data.ndc
+    path = tmp_path / "resolved.toml"
+    path.write_text(dump_recipe(recipe))
+    again = load_recipe(str(path))
+    assert again.to_dict() == recipe.to_dict() and again.model_config == recipe.model_config
+    changed = load_recipe("fast", ["fast.app_comps=[8, 2, 2]", "loss=smooth_l1"])
+    assert changed.model_config == dataclasses.replace(recipe.model_config, app_comps=(8, 2, 2), loss="smooth_l1")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('model = "fast"\n[fast]\nsampels = 32\n')
+    with pytest.raises(NerfpipeError, match=r"bad.toml.*sampels.*samples"):
+        load_recipe(str(bad))
+    assert get_model("fast").config_cls is FastConfig

@@ -205,6 +205,10 @@ def _apply_overrides(raw: dict, overrides: list[tuple[str, Any]], model: str, mo
             table, name = key.split(".", 1)
             if table not in tables:
                 raise _unknown("--set", table, tables, "")
+            if name not in tables[table]:
+                if table == model and name == "loss":
+                    raise NerfpipeError("--set: the loss is set with training.loss (or --loss), not with the model table.")
+                raise _unknown("--set", name, tables[table], f"{table}.")
         else:
             owners = [t for t, names in tables.items() if key in names]
             if len(owners) > 1:

@@ -62,6 +62,8 @@ def test_overrides_dotted_bare_and_typed():
     assert r.model_config.lindisp is True
     with pytest.raises(NerfpipeError, match="did you mean training.iters"):
         load_recipe("llff", ["iter=5"])
+    with pytest.raises(NerfpipeError, match="^--set: unknown key nerf.n_sample; did you mean nerf.n_samples"):
+        load_recipe("llff", ["nerf.n_sample=5"])
     with pytest.raises(NerfpipeError, match="key=value"):
         load_recipe("llff", ["iters"])
 

@@ -111,15 +111,19 @@ class _StopAt(RecordingReporter):
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tiny_lego):
-    args = ("iters=12", "checkpoint_every=100", "precrop_iters=4")
+    args = ("iters=12", "checkpoint_every=100", "precrop_iters=4", "log_every=2")
     stage.run(_params(tiny_lego, *args, run="straight", evaluate=False))
     with pytest.raises(KeyboardInterrupt):
         stage.run(_params(tiny_lego, *args, run="cut", evaluate=False), _StopAt(5))
     assert load_manifest(tiny_lego, "train-cut") is None  # not finished
     assert [p.name for p in trainer.list_checkpoints(tiny_lego / "runs" / "cut")] == ["step_0000005.pt"]
+    log = tiny_lego / "runs" / "cut" / "metrics.jsonl"
+    with open(log, "a") as f:  # a line that a session killed after step 6, without a checkpoint, would leave
+        f.write(json.dumps({"step": 6, "loss": 1.0}) + "\n")
     rep = RecordingReporter()
     stage.run(_params(tiny_lego, *args, run="cut", evaluate=False), rep)
     assert any("from step 5" in s for s in rep.infos)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [2, 4, 6, 8, 10, 12]
     a = torch.load(trainer.list_checkpoints(tiny_lego / "runs" / "straight")[-1], weights_only=True)["model"]
     b = torch.load(trainer.list_checkpoints(tiny_lego / "runs" / "cut")[-1], weights_only=True)["model"]
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

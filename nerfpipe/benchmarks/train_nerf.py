@@ -89,7 +89,8 @@ def _train_phase(scene: str, iters: int, skip_empty: bool, queue) -> None:
         t0 = time.perf_counter()
         trainer.train_step(model, optimizer, base_lrs, sampler, step, cfg, device)
         times.append(time.perf_counter() - t0)
-    queue.put({"s_per_iter": round(statistics.median(times[1:]), 3), "s_per_iter_all": [round(t, 3) for t in times],
+    queue.put({"s_per_iter": round(statistics.median(times[1:]), 3), "s_per_iter_min": round(min(times[1:]), 3),
+               "s_per_iter_all": [round(t, 3) for t in times],
                "warmup_s": round(times[0], 3), "peak_rss_gb": round(_peak_rss_gb(), 3), "rays": cfg.batch_rays})
 
 
@@ -144,12 +145,15 @@ def network_macs_per_sample(netdepth=8, width=256, pos=63, dirs=27, skips=(4,)) 
 
 
 def _in_child(target, *args) -> dict:
+    """Run one measurement in a fresh process; add the CPU time other processes used meanwhile."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
+    busy0, ours0 = _machine_busy_s(), _our_cpu_s()
     proc = ctx.Process(target=target, args=(*args, queue))
     proc.start()
     result = queue.get()
     proc.join()
+    result["other_processes_cpu_s"] = round((_machine_busy_s() - busy0) - (_our_cpu_s() - ours0), 1)
     return result
 
 

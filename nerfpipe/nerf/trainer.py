@@ -245,6 +245,7 @@ def train(
     sampler = RaySampler(data, cfg)
     events = _Events(run_dir)
     log_path = run_dir / METRICS_LOG
+    _drop_log_lines_after(log_path, start)  # logged by a session killed after its last checkpoint
     window: dict[str, float] = {}
     window_steps = 0
     last: dict = {}
@@ -284,6 +285,15 @@ def train(
         events.close()
     save_checkpoint(run_dir, model, optimizer, step, model_name)
     return TrainSummary(step, stopped, time.perf_counter() - t0, step - start, last)
+
+
+def _drop_log_lines_after(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        path.write_text("".join(line + "\n" for line in kept))
 
 
 def _log_line(step: int, window: dict, n: int, optimizer, seconds: float, steps_done: int) -> dict:

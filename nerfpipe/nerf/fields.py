@@ -26,7 +26,6 @@ one, :class:`_SparseField`) runs only on the rows of the other samples.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 

@@ -9,6 +9,7 @@ copy) and keeps a tiny thumbnail of it; the second writes the chosen frames.
 from __future__ import annotations
 
 import logging
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,25 +58,49 @@ def sharpness(rgb: np.ndarray) -> float:
     return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
-def _frames(path: Path):
-    """(meta, generator of (H, W, 3) uint8 frames); raises VideoError when nothing can be decoded."""
-    try:
-        gen = imageio_ffmpeg.read_frames(str(path))
-        meta = next(gen)
-    except (RuntimeError, OSError, StopIteration) as e:
-        raise VideoError(f"no frame can be decoded ({str(e).splitlines()[0] if str(e) else 'unreadable'})") from None
-    w, h = meta["size"]
+class Clip:
+    """A clip being decoded: ``meta`` (fps, duration, codec, pix_fmt, size after rotation), iterate
+    for (H, W, 3) uint8 frames, ``close()`` to stop ffmpeg. Raises VideoError when nothing decodes.
 
-    def frames():
+    imageio-ffmpeg reads the metadata (its parser knows ffmpeg's output); the frames come from our
+    own ffmpeg process, whose pipes are closed here (imageio-ffmpeg's generator leaves them open
+    when ffmpeg has already exited).
+    """
+
+    def __init__(self, path: Path):
         try:
-            for buf in gen:
-                yield np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3)
-        except (RuntimeError, OSError):
-            return  # a damaged tail: keep what decoded
-        finally:
-            gen.close()
+            probe_gen = imageio_ffmpeg.read_frames(str(path))
+            try:
+                self.meta = next(probe_gen)
+            finally:
+                probe_gen.close()
+        except (RuntimeError, OSError, StopIteration) as e:
+            first = str(e).splitlines()[0] if str(e) else "unreadable"
+            raise VideoError(f"no frame can be decoded ({first})") from None
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-nostdin", "-i", str(path),
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
-    return meta, frames()
+    def __iter__(self):
+        w, h = self.meta["size"]
+        size = w * h * 3
+        while True:
+            buf = self._proc.stdout.read(size)
+            if len(buf) < size:
+                return  # the end, or a damaged tail: keep what decoded
+            yield np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3)
+
+    def close(self) -> None:
+        self._proc.stdout.close()
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+
+    def __enter__(self) -> "Clip":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def pick_frames(scores: np.ndarray, thumbs: np.ndarray, target: int) -> list[int]:
@@ -101,17 +126,17 @@ def extract_frames(video: Path, out_dir: Path, prefix: str, target: int = DEFAUL
 
     Raises VideoError when the clip has no decodable frame or fewer than MIN_DISTINCT_FRAMES distinct ones.
     """
-    meta, frames = _frames(video)
-    fps = float(meta.get("fps") or 30.0)
-    if task is not None:
-        duration = float(meta.get("duration") or 0.0)
-        task.set_total(2 * max(1, round(duration * fps)) or None)
     scores, thumbs = [], []
-    for rgb in frames:
-        scores.append(sharpness(rgb))
-        thumbs.append(cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), THUMB_SIZE, interpolation=cv2.INTER_AREA))
+    with Clip(video) as clip:
+        fps = float(clip.meta.get("fps") or 30.0)
         if task is not None:
-            task.advance(1)
+            duration = float(clip.meta.get("duration") or 0.0)
+            task.set_total(2 * max(1, round(duration * fps)) or None)
+        for rgb in clip:
+            scores.append(sharpness(rgb))
+            thumbs.append(cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), THUMB_SIZE, interpolation=cv2.INTER_AREA))
+            if task is not None:
+                task.advance(1)
     if not scores:
         raise VideoError("no frame can be decoded")
     chosen = pick_frames(np.asarray(scores), np.stack(thumbs), target)
@@ -122,26 +147,24 @@ def extract_frames(video: Path, out_dir: Path, prefix: str, target: int = DEFAUL
         )
     wanted = set(chosen)
     out: list[VideoFrame] = []
-    _, frames = _frames(video)
-    for index, rgb in enumerate(frames):
-        if index in wanted:
-            path = out_dir / f"{prefix}_{index:05d}.png"
-            ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
-            if not ok:
-                raise VideoError(f"frame {index} could not be encoded")
-            path.write_bytes(buf.tobytes())
-            out.append(VideoFrame(index, round(index / fps, 4), round(scores[index], 2), path))
-        if task is not None:
-            task.advance(1)
-        if index >= max(wanted):
-            break
-    frames.close()
+    with Clip(video) as clip:
+        for index, rgb in enumerate(clip):
+            if index in wanted:
+                path = out_dir / f"{prefix}_{index:05d}.png"
+                ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+                if not ok:
+                    raise VideoError(f"frame {index} could not be encoded")
+                path.write_bytes(buf.tobytes())
+                out.append(VideoFrame(index, round(index / fps, 4), round(scores[index], 2), path))
+            if task is not None:
+                task.advance(1)
+            if index >= max(wanted):
+                break
     return out
 
 
 def video_size(video: Path) -> tuple[int, int]:
     """(width, height) of the video's frames as decoded (rotation applied)."""
-    meta, frames = _frames(video)
-    frames.close()
-    w, h = meta["size"]
+    with Clip(video) as clip:
+        w, h = clip.meta["size"]
     return int(w), int(h)

@@ -8,6 +8,8 @@ import cv2
 import imageio.v2 as imageio
 import numpy as np
 
+from nerfpipe.frames import Clip
+
 DEPTH_LOW_PERCENTILE, DEPTH_HIGH_PERCENTILE = 1.0, 99.0
 """Depth range mapped to the colour map, robust to a few stray far or near pixels."""
 
@@ -64,11 +66,6 @@ def colorize_depth(depth: np.ndarray, near: float, far: float) -> np.ndarray:
 
 
 def read_video(path: Path) -> tuple[list[np.ndarray], dict]:
-    """All frames of a video as (H, W, 3) uint8 and its metadata (for tests and checks)."""
-    reader = imageio.get_reader(Path(path), format="FFMPEG")
-    try:
-        meta = reader.get_meta_data()
-        frames = [np.asarray(f) for f in reader]
-    finally:
-        reader.close()
-    return frames, meta
+    """All frames of a video as (H, W, 3) uint8 and its metadata (codec, pix_fmt, fps, size...)."""
+    with Clip(path) as clip:
+        return [frame.copy() for frame in clip], clip.meta

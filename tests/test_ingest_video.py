@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 from pathlib import Path
 
@@ -91,11 +92,15 @@ def test_video_beside_photos_in_a_folder(tmp_path):
     assert sum(n.startswith("sweep_") for n in res.result["images"]) >= 10
 
 
+# imageio-ffmpeg leaves the pipes of an ffmpeg that already exited on a broken file unclosed
+# (imageio_ffmpeg/_io.py read_frames, its finally clause); collected here so it is reported here.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_undecodable_video_stops_with_one_sentence(tmp_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
     with pytest.raises(NerfpipeError) as err:
         ingest.run(IngestParams(photos=bad, scene=tmp_path / "scene"))
+    gc.collect()
     assert "broken.mp4" in err.value.sentence and "no frame can be decoded" in err.value.sentence
     assert "\n" not in err.value.sentence
 

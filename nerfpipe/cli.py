@@ -202,6 +202,129 @@ def render(
     )
 
 
+@app.command(name="all")
+@user_errors
+def all_(
+    source: Path = typer.Argument(..., help="Folder with the photos (loose or in photos/), videos, or one video file."),
+    scene: Optional[Path] = typer.Option(None, "--scene", "-s", help="Scene folder for all outputs (default: the photos' folder)."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe name or path (default: fast, else llff)."),
+    sets: List[str] = typer.Option([], "--set", help="Override one recipe value: --set training.batch_rays=2048."),
+    iters: Optional[int] = typer.Option(None, "--iters", help="Training steps."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", help="Also stop training after this many minutes."),
+    factor: Optional[int] = typer.Option(None, "--factor", help="Train on photos downsampled by FACTOR (default: about 500 px wide on a CPU)."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames of the video (default 120)."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda, then mps, then cpu), cpu, cuda, mps."),
+    scene_type: Optional[str] = typer.Option(None, "--scene-type", help="forward, arc or 360 (default: decided from the cameras)."),
+) -> None:
+    """Photos -> video: ingest, poses, train and render, each one cached (a second run only says so)."""
+    from nerfpipe.cameras.scene_type import SCENE_KINDS
+
+    if scene_type is not None and scene_type not in SCENE_KINDS:
+        raise NerfpipeError(f"--scene-type {scene_type!r} is not a scene type: use forward, arc or 360.")
+    from nerfpipe.stages import pipeline
+
+    overrides = _train_overrides(sets, iters, minutes, None, None, None, None)
+    params = pipeline.AllParams(source=source, scene=scene, recipe=recipe, overrides=overrides, factor=factor,
+                                frames=frames, device=device, scene_type=scene_type)
+    lines = pipeline.run(params, RichReporter())
+    table = Table(show_header=True, header_style="bold")
+    for column in ("stage", "", "time", "result"):
+        table.add_column(column)
+    for line in lines:
+        table.add_row(line.stage, "ran" if line.ran else "up to date", f"{line.seconds:.1f} s", line.figure)
+    CONSOLE.print(table)
+
+
+@app.command()
+@user_errors
+def poses(
+    scene_arg: Optional[Path] = typer.Argument(None, metavar="[SCENE]", help="Scene folder, ingested (default: .)."),
+    scene_opt: Optional[Path] = typer.Option(None, "--scene", "-s", help="Same as SCENE."),
+    camera: str = typer.Option("single", "--camera", help="single (one phone) or per-image (a camera per photo)."),
+    matcher: str = typer.Option("auto", "--matcher", help="auto, exhaustive (every pair) or sequential (ordered frames, with loop closure)."),
+    sfm_size: int = typer.Option(1024, "--sfm-size", help="Longest side in pixels of the copy SfM runs on."),
+    max_features: int = typer.Option(3072, "--max-features", help="SIFT features per image."),
+    seed: int = typer.Option(0, "--seed", help="Seed of RANSAC and the mapper."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: all; 1 gives bit-identical reruns)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show COLMAP's own log."),
+    force: bool = typer.Option(False, "--force", help="Redo the stage even if it is up to date."),
+) -> None:
+    """Recover the cameras with pycolmap: colmap/, poses_bounds.npy (LLFF) and transforms.json (nerfstudio)."""
+    from nerfpipe.stages import poses as stage
+
+    if scene_arg is not None and scene_opt is not None and scene_arg != scene_opt:
+        raise NerfpipeError(f"Two scene folders given ({scene_arg} and --scene {scene_opt}): pass one.")
+    scene = scene_arg or scene_opt or Path(".")
+    params = stage.PosesParams(
+        scene=scene, camera=camera.replace("-", "_"), matcher=matcher, sfm_size=sfm_size,
+        max_features=max_features, seed=seed, verbose=verbose, force=force,
+        **({"threads": threads} if threads else {}),
+    )
+    res = stage.run(params, RichReporter(verbose=verbose))
+    r = res.result
+    if not res.ran:
+        CONSOLE.print(
+            f"poses is up to date: {r['registered']} of {r['photos']} photos registered in {scene} (nothing to do)."
+        )
+        return
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("registered", f"{r['registered']} of {r['photos']} photos")
+    if r["unregistered"]:
+        table.add_row("not registered", ", ".join(r["unregistered"]))
+    table.add_row("3D points", f"{r['points3D']} ({r['observations']} observations)")
+    w, h = r["reprojection_error_pixels_of"]
+    table.add_row("reprojection error", f"{r['mean_reprojection_error_px']:.3f} px (mean, {w}x{h} SfM copy)")
+    table.add_row("focal", f"{r['hwf'][2]:.1f} px for {r['hwf'][1]:.0f}x{r['hwf'][0]:.0f} images/")
+    table.add_row("matching", f"{r['matcher']}, {r['verified_pairs']} of {r['pairs']} pairs verified")
+    table.add_row("time", ", ".join(f"{k} {v:.1f} s" for k, v in r["seconds"].items()) + f" (stage {res.seconds:.1f} s)")
+    table.add_row("written", ", ".join(str(scene / p) for p in stage.OUTPUTS))
+    CONSOLE.print(table)
+
+
+@app.command(name="compare-poses")
+@user_errors
+def compare_poses(
+    poses_a: Path = typer.Argument(..., metavar="A", help="poses_bounds.npy to check."),
+    poses_b: Path = typer.Argument(..., metavar="B", help="Reference poses_bounds.npy (same images, same order)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+) -> None:
+    """Compare two LLFF poses_bounds.npy files after a similarity alignment of the camera centres."""
+    import json
+
+    from nerfpipe.cameras.conventions import compare_cameras, read_poses_bounds
+
+    loaded = []
+    for path in (poses_a, poses_b):
+        try:
+            loaded.append(read_poses_bounds(path))
+        except (OSError, ValueError) as e:
+            raise NerfpipeError(f"{path} cannot be read as an LLFF poses_bounds.npy ({e}): pass such a file.") from None
+    (pa, ba), (pb, bb) = loaded
+    if pa.shape[0] != pb.shape[0] or pa.shape[0] < 3:
+        raise NerfpipeError(
+            f"{poses_a} has {pa.shape[0]} cameras and {poses_b} has {pb.shape[0]}: compare two files of the same "
+            "3 or more images, in the same order."
+        )
+    c = compare_cameras(pa, pb, ba, bb)
+    if as_json:
+        CONSOLE.print(json.dumps(c.to_json(), indent=1))
+        return
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("figure")
+    table.add_column("mean", justify="right")
+    table.add_column("max", justify="right")
+    table.add_row("camera centre error (of the camera spread)", f"{c.centre_error_mean:.2%}", f"{c.centre_error_max:.2%}")
+    table.add_row("rotation error, best global rotation", f"{c.rotation_error_mean_deg:.3f} deg", f"{c.rotation_error_max_deg:.3f} deg")
+    table.add_row("rotation error, rotation of the centre alignment", f"{c.rotation_error_sim3_mean_deg:.3f} deg", "")
+    table.add_row("focal error", f"{c.focal_error:.2%}", "")
+    table.add_row("near error (after scale)", f"{c.near_error_mean:.2%}", "")
+    table.add_row("far error (after scale)", f"{c.far_error_mean:.2%}", "")
+    CONSOLE.print(table)
+    CONSOLE.print(f"{c.cameras} cameras; scale A -> B {c.scale:.4g}; camera spread of B {c.spread:.4g} (RMS distance from their mean).")
+
+
 def main() -> None:
     app(prog_name="nerfpipe")
 

@@ -1,0 +1,392 @@
+"""The one adapter for pycolmap: every pycolmap call in nerfpipe goes through this module.
+
+Pinned to pycolmap 4.2 (pyproject: ``pycolmap>=4.2,<5``). pycolmap's API drifts between releases
+(``cam_from_world`` became a method, ``Database(path)`` became ``Database.open(path)``); when it drifts
+again, this is the only file to change. Facts this module relies on, measured on 4.2.1
+(``../shared/notes/pycolmap-4.2.1.md``):
+
+- ``max_image_size=-1`` means 3200 px for SIFT, not "full resolution": we pass the copy's own size.
+- The default RANSAC seed (-1) makes verification vary run to run: every seed is set from ``seed``.
+- ``num_threads`` is set in the four places it exists (extraction, matching, mapper, pipeline).
+- ``num_verified_image_pairs()`` also counts pairs that failed verification: we count inliers.
+- Extraction and matching take no progress callback; they commit one row per image (keypoints) and
+  per pair (two-view geometry) to the database, which is in WAL mode, so the progress callbacks
+  here are fed by counting those rows (through pycolmap's own ``Database``) while pycolmap runs in
+  a worker thread. Mapping calls back on every registered image. No log is parsed.
+- Each long call runs with a ``CancellationToken``: Ctrl-C cancels it and waits for it to stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Literal, Sequence
+
+import numpy as np
+import pycolmap
+
+PYCOLMAP_VERSION = pycolmap.__version__
+MIN_PAIR_INLIERS = 15
+"""A pair counts as matched with at least this many geometrically verified matches (COLMAP's default)."""
+POLL_SECONDS = 0.2
+"""How often progress is read from the database while extraction or matching runs."""
+
+Progress = Callable[[int], None]
+"""Called with the number of items done so far (images, pairs or registered images)."""
+
+CameraMode = Literal["single", "per_image"]
+
+
+@dataclass(frozen=True)
+class SfmSettings:
+    """How pycolmap is run; everything that changes the result is here."""
+
+    camera_mode: CameraMode = "single"
+    """One shared camera for all photos (one phone), or one camera per photo."""
+    camera_model: str = "SIMPLE_RADIAL"
+    """COLMAP camera model: focal, principal point (kept at the centre), one radial term."""
+    max_num_features: int = 8192
+    """SIFT features kept per image."""
+    num_threads: int = 2
+    seed: int = 0
+    """Seed of every RANSAC and of the mapper."""
+
+
+@contextlib.contextmanager
+def colmap_logging(verbose: bool) -> Iterator[None]:
+    """COLMAP's own log: everything when verbose, else nothing (nerfpipe says what failed). Restored on exit."""
+    old = pycolmap.logging.minloglevel
+    pycolmap.logging.minloglevel = 0 if verbose else 3
+    try:
+        yield
+    finally:
+        pycolmap.logging.minloglevel = old
+
+
+def _run_cancellable(fn: Callable[[pycolmap.CancellationToken], object], poll: Callable[[], None] | None = None):
+    """Run ``fn(token)`` in a worker thread; call ``poll()`` every POLL_SECONDS until it returns.
+
+    pycolmap releases the GIL while it works. Ctrl-C (KeyboardInterrupt in the main thread) cancels
+    the token and waits for pycolmap to stop before re-raising. Exceptions of ``fn`` are re-raised here.
+    """
+    token = pycolmap.CancellationToken()
+    box: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            box["result"] = fn(token)
+        except BaseException as e:  # re-raised in the caller's thread
+            box["error"] = e
+
+    worker = threading.Thread(target=work, name="pycolmap", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(POLL_SECONDS)
+            if poll is not None:
+                poll()
+    except BaseException:
+        token.cancel()
+        worker.join()
+        raise
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box.get("result")
+
+
+class _DatabaseCounter:
+    """Counts what pycolmap has committed to a database, through pycolmap's own SQLite.
+
+    Never through Python's ``sqlite3``: two SQLite libraries in one process do not share POSIX locks,
+    and closing one's connection drops the other's locks (a crash seen here: SIGBUS in a WAL checkpoint).
+    """
+
+    def __init__(self, database: Path, what: Literal["images_with_keypoints", "pairs"]):
+        self._db = pycolmap.Database.open(Path(database))
+        self._what = what
+
+    def __call__(self) -> int:
+        if self._what == "pairs":
+            return int(self._db.num_verified_image_pairs())  # every verified pair, passed or not
+        return sum(1 for im in self._db.read_all_images() if self._db.exists_keypoints(im.image_id))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _run_counted(fn, database: Path, what, on_progress: Progress | None) -> None:
+    """:func:`_run_cancellable` with ``on_progress`` fed by a :class:`_DatabaseCounter`."""
+    if on_progress is None:
+        _run_cancellable(fn)
+        return
+    counter = _DatabaseCounter(database, what)
+    last = [-1]
+
+    def poll() -> None:
+        try:
+            n = counter()
+        except (RuntimeError, ValueError):  # the writer holds a lock right now: show the count next time
+            return
+        if n != last[0]:
+            last[0] = n
+            on_progress(n)
+
+    try:
+        _run_cancellable(fn, poll)
+        poll()
+    finally:
+        counter.close()
+
+
+def create_database(path: Path) -> None:
+    """An empty COLMAP database at ``path``."""
+    pycolmap.Database.open(Path(path)).close()
+
+
+def extract_features(
+    database: Path,
+    image_dir: Path,
+    names: Sequence[str],
+    settings: SfmSettings,
+    *,
+    max_image_size: int,
+    on_progress: Progress | None = None,
+) -> None:
+    """SIFT on the CPU for ``names`` in ``image_dir`` (at most ``max_image_size`` px), into ``database``.
+
+    ``on_progress(images_done)``. The camera(s) start from the EXIF focal length when the images carry
+    one, else from 1.2 x the longer side (COLMAP's rule); the principal point is the image centre.
+    """
+    reader = pycolmap.ImageReaderOptions(camera_model=settings.camera_model)
+    options = pycolmap.FeatureExtractionOptions()
+    options.num_threads = settings.num_threads
+    options.use_gpu = False
+    options.max_image_size = int(max_image_size)
+    options.sift.max_num_features = settings.max_num_features
+    mode = pycolmap.CameraMode.SINGLE if settings.camera_mode == "single" else pycolmap.CameraMode.PER_IMAGE
+
+    def run(token):
+        pycolmap.extract_features(
+            database,
+            image_dir,
+            image_names=list(names),
+            camera_mode=mode,
+            reader_options=reader,
+            extraction_options=options,
+            device=pycolmap.Device.cpu,
+            cancellation_token=token,
+        )
+
+    _run_counted(run, database, "images_with_keypoints", on_progress)
+
+
+def match_pairs(
+    database: Path,
+    pairs: Sequence[tuple[str, str]],
+    pairs_file: Path,
+    settings: SfmSettings,
+    *,
+    on_progress: Progress | None = None,
+) -> None:
+    """Match and geometrically verify the image pairs (by name), in one pycolmap call.
+
+    ``pairs_file`` receives the list pycolmap reads. ``on_progress(pairs_done)``.
+    """
+    Path(pairs_file).write_text("".join(f"{a} {b}\n" for a, b in pairs))
+    matching = pycolmap.FeatureMatchingOptions()
+    matching.num_threads = settings.num_threads
+    matching.use_gpu = False
+    pairing = pycolmap.ImportedPairingOptions()
+    pairing.match_list_path = str(pairs_file)
+    pairing.block_size = max(len(pairs), 1)
+    verification = pycolmap.TwoViewGeometryOptions()
+    verification.ransac.random_seed = settings.seed
+    verification.min_num_inliers = MIN_PAIR_INLIERS
+
+    def run(token):
+        pycolmap.match_image_pairs(
+            database,
+            matching_options=matching,
+            pairing_options=pairing,
+            verification_options=verification,
+            device=pycolmap.Device.cpu,
+            cancellation_token=token,
+        )
+
+    _run_counted(run, database, "pairs", on_progress)
+
+
+def verified_pairs(database: Path) -> dict[tuple[str, str], int]:
+    """{(name_a, name_b): inlier matches} for every pair with at least MIN_PAIR_INLIERS verified matches."""
+    db = pycolmap.Database.open(Path(database))
+    try:
+        names = {im.image_id: im.name for im in db.read_all_images()}
+        pair_ids, inliers = db.read_two_view_geometry_num_inliers()
+    finally:
+        db.close()
+    out = {}
+    for pair_id, n in zip(pair_ids, inliers):
+        if n >= MIN_PAIR_INLIERS:
+            a, b = pycolmap.pair_id_to_image_pair(pair_id)
+            out[tuple(sorted((names[a], names[b])))] = int(n)
+    return out
+
+
+def rename_images(database: Path, rec: pycolmap.Reconstruction, new_names: dict[str, str]) -> None:
+    """Rename images (old name -> new name) in the database and in ``rec``."""
+    db = pycolmap.Database.open(Path(database))
+    try:
+        for image in db.read_all_images():
+            if image.name in new_names:
+                image.name = new_names[image.name]
+                db.update_image(image)
+    finally:
+        db.close()
+    for image in rec.images.values():
+        image.name = new_names.get(image.name, image.name)
+
+
+def incremental_mapping(
+    database: Path,
+    image_dir: Path,
+    output_dir: Path,
+    settings: SfmSettings,
+    *,
+    init_min_tri_angle: float | None = None,
+    min_model_size: int | None = None,
+    on_progress: Progress | None = None,
+) -> list[pycolmap.Reconstruction]:
+    """Incremental SfM; every model found, largest first. ``on_progress(images_registered)``.
+
+    ``init_min_tri_angle`` (degrees) overrides COLMAP's 16 for the initial pair; ``min_model_size``
+    its minimum size of a model to keep (COLMAP: 10, or 0.8 x the images when fewer).
+    """
+    options = pycolmap.IncrementalPipelineOptions()
+    options.num_threads = settings.num_threads
+    options.random_seed = settings.seed
+    options.extract_colors = False
+    options.multiple_models = True
+    options.mapper.num_threads = settings.num_threads
+    options.mapper.random_seed = settings.seed
+    options.triangulation.random_seed = settings.seed
+    if init_min_tri_angle is not None:
+        options.mapper.init_min_tri_angle = float(init_min_tri_angle)
+    if min_model_size is not None:
+        options.min_model_size = int(min_model_size)
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    # Callbacks come from pycolmap's thread: the current model's count and the best count so far.
+    # Each new model (multiple_models) starts again from its initial pair.
+    count = {"current": 0, "best": 0}
+    lock = threading.Lock()
+
+    def on_init() -> None:
+        with lock:
+            count["current"] = 2
+            count["best"] = max(count["best"], 2)
+
+    def on_next() -> None:
+        with lock:
+            count["current"] += 1
+            count["best"] = max(count["best"], count["current"])
+
+    shown = [-1]
+
+    def poll() -> None:
+        with lock:
+            n = count["best"]
+        if n != shown[0]:
+            shown[0] = n
+            on_progress(n)
+
+    def run(token):
+        return pycolmap.incremental_mapping(
+            database,
+            image_dir,
+            output_dir,
+            options,
+            initial_image_pair_callback=on_init,
+            next_image_callback=on_next,
+            cancellation_token=token,
+        )
+
+    pycolmap.set_random_seed(settings.seed)
+    found = _run_cancellable(run, poll if on_progress is not None else None) or {}
+    models = sorted(found.values(), key=lambda r: (-r.num_reg_images(), -r.num_points3D()))
+    if on_progress is not None:
+        on_progress(models[0].num_reg_images() if models else 0)  # exact, whatever the callbacks counted
+    return models
+
+
+@dataclass
+class SparseModel:
+    """A reconstruction as numpy arrays, images in sorted name order."""
+
+    names: list[str]
+    """Registered image names, sorted."""
+    w2c_cv: np.ndarray
+    """(N, 3, 4) COLMAP world-to-camera."""
+    camera_params: np.ndarray
+    """(N, P) each image's camera parameters in the model's pixels (SIMPLE_RADIAL: f, cx, cy, k)."""
+    camera_model: str
+    camera_ids: list[int]
+    image_size: tuple[int, int]
+    """(width, height) of the images the model was computed on."""
+    points: np.ndarray
+    """(P, 3) sparse 3D points."""
+    point_images: list[np.ndarray]
+    """Per point, the row indices (into ``names``) of the images that observe it."""
+    mean_reprojection_error: float
+    """Pixels of the model's images."""
+    observations: int
+
+
+def sparse_model(rec: pycolmap.Reconstruction) -> SparseModel:
+    """Read a pycolmap Reconstruction into numpy arrays (images sorted by name)."""
+    images = sorted((rec.images[i] for i in rec.reg_image_ids()), key=lambda im: im.name)
+    row_of = {im.image_id: row for row, im in enumerate(images)}
+    w2c = np.stack([np.asarray(im.cam_from_world().matrix(), dtype=np.float64) for im in images])
+    cams = [rec.cameras[im.camera_id] for im in images]
+    models = {c.model_name for c in cams}
+    sizes = {(int(c.width), int(c.height)) for c in cams}
+    if len(models) != 1 or len(sizes) != 1:
+        raise ValueError(f"mixed camera models {models} or sizes {sizes} in one reconstruction")
+    xyz, seen = [], []
+    for point in rec.points3D.values():
+        rows = sorted({row_of[e.image_id] for e in point.track.elements if e.image_id in row_of})
+        if rows:
+            xyz.append(np.asarray(point.xyz, dtype=np.float64))
+            seen.append(np.asarray(rows, dtype=np.int64))
+    return SparseModel(
+        names=[im.name for im in images],
+        w2c_cv=w2c,
+        camera_params=np.stack([np.asarray(c.params, dtype=np.float64) for c in cams]),
+        camera_model=models.pop(),
+        camera_ids=[int(im.camera_id) for im in images],
+        image_size=sizes.pop(),
+        points=np.stack(xyz) if xyz else np.zeros((0, 3)),
+        point_images=seen,
+        mean_reprojection_error=float(rec.compute_mean_reprojection_error()),
+        observations=int(rec.compute_num_observations()),
+    )
+
+
+def write_rescaled_model(rec: pycolmap.Reconstruction, output_dir: Path, width: int, height: int) -> None:
+    """Write ``rec`` (binary) with its cameras and 2D points rescaled to images of ``width`` x ``height``.
+
+    The model was computed on a smaller copy of the photos; written this way it matches images/.
+    Modifies ``rec``.
+    """
+    scales = {}
+    for cam_id, cam in rec.cameras.items():
+        sx, sy = width / cam.width, height / cam.height
+        scales[cam_id] = np.array([sx, sy])
+        cam.rescale(int(width), int(height))
+    for image in rec.images.values():
+        s = scales[image.camera_id]
+        for p in image.points2D:
+            p.xy = np.asarray(p.xy) * s
+    rec.update_point_3d_errors()  # in pixels of the full-resolution images from here on
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    rec.write_binary(Path(output_dir))

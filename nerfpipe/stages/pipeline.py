@@ -1,0 +1,146 @@
+"""``nerfpipe all``: ingest, poses, train and render in order, each one cached.
+
+Each stage is the same ``run`` the single commands call; a failing stage stops here with its own
+sentence, and what earlier stages finished stays finished (their manifests are written). The
+training resolution is chosen from the photos: about TARGET_LONG_SIDE_CPU pixels on the long side
+on a CPU (TARGET_LONG_SIDE_GPU on a GPU), as an extra ingest factor when the default ones do not
+give it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from nerfpipe import scene as scene_layout
+from nerfpipe.cameras import gl_from_llff, read_poses_bounds
+from nerfpipe.cameras.scene_type import SceneKind, classify
+from nerfpipe.errors import NerfpipeError
+from nerfpipe.frames import VideoError, video_size
+from nerfpipe.photos import PhotoError, probe
+from nerfpipe.nerf.trainer import pick_device
+from nerfpipe.progress import Reporter
+from nerfpipe.stages import ingest, poses, render, train
+
+TARGET_LONG_SIDE_CPU = 500
+"""Training images of about this many pixels on the long side on a CPU (fern: 496x368)."""
+TARGET_LONG_SIDE_GPU = 1000
+DEFAULT_FACTORS = (4, 8)
+
+
+@dataclass(frozen=True)
+class AllParams:
+    source: Path
+    """A folder with photos (loose, or in photos/), videos, or one video file."""
+    scene: Path | None = None
+    """Scene folder for every output; default: the source folder (a video's folder for a video)."""
+    recipe: str | None = None
+    """Recipe name or path; default: fast if it exists, else llff."""
+    overrides: tuple[str, ...] = ()
+    """key=value recipe overrides (--set, --iters, --minutes)."""
+    factor: int | None = None
+    """Training images downsampled by this factor; default: chosen from the photo size."""
+    frames: int | None = None
+    """Frames of the video; default: the path's own (120 for the spiral)."""
+    device: str = "auto"
+    scene_type: SceneKind | None = None
+    """forward, arc or 360; default: decided from the registered cameras."""
+
+
+@dataclass
+class StageLine:
+    stage: str
+    ran: bool
+    seconds: float
+    figure: str
+
+
+def _photos_and_scene(params: AllParams) -> tuple[Path, Path]:
+    source = Path(params.source)
+    if not source.exists():
+        raise NerfpipeError(f"{source} does not exist: pass the folder that holds your photos (or a video).")
+    if source.is_file():
+        return source, Path(params.scene) if params.scene else source.parent
+    return scene_layout.find_photos_dir(source), Path(params.scene) if params.scene else source
+
+
+def auto_factor(photos: Path, long_side: int) -> int | None:
+    """The whole factor that brings the photos' long side nearest ``long_side`` (at least 2), or None
+    when no photo or video can be read (ingest then says why)."""
+    photo_files, videos, _ = ingest.list_candidates(photos)
+    size = None
+    for path in photo_files:
+        try:
+            info = probe(path)
+            size = (info.width, info.height)
+            break
+        except PhotoError:
+            continue
+    if size is None:
+        for video in videos:
+            try:
+                size = video_size(video)
+                break
+            except VideoError:
+                continue
+    if size is None:
+        return None
+    return max(2, round(max(size) / long_side))
+
+
+def scene_type_overrides(scene: Path, params: AllParams, reporter: Reporter) -> tuple[str, ...]:
+    """Recipe overrides for the capture's kind: NDC for forward-facing, spherify for an arc or a circle."""
+    if params.scene_type is not None:
+        kind, why = params.scene_type, "as asked with --scene-type"
+    else:
+        poses_llff, _ = read_poses_bounds(scene / scene_layout.POSES_BOUNDS)
+        decided = classify(gl_from_llff(poses_llff))
+        kind, why = decided.kind, decided.reason
+    reporter.info(f"Scene type: {kind} ({why}).")
+    if any(_has_override(params.overrides, key) for key in ("data.ndc", "data.spherify")):
+        return ()
+    return ("data.ndc=true", "data.spherify=false") if kind == "forward" else ("data.ndc=false", "data.spherify=true")
+
+
+def _has_override(overrides: tuple[str, ...], key: str) -> bool:
+    return any(o.split("=", 1)[0].strip() in (key, key.split(".")[-1]) for o in overrides)
+
+
+def run(params: AllParams, reporter: Reporter | None = None) -> list[StageLine]:
+    """Run the four stages; returns one line per stage for the summary table."""
+    reporter = reporter or Reporter()
+    photos, scene = _photos_and_scene(params)
+    device = pick_device(params.device)
+    target = TARGET_LONG_SIDE_CPU if device.type == "cpu" else TARGET_LONG_SIDE_GPU
+    factor = params.factor or (None if _has_override(params.overrides, "data.factor") else auto_factor(photos, target))
+    factors = tuple(sorted(set(DEFAULT_FACTORS) | ({factor} if factor else set())))
+    lines: list[StageLine] = []
+
+    t0 = time.perf_counter()
+    res = ingest.run(ingest.IngestParams(photos=photos, scene=scene, factors=factors), reporter)
+    lines.append(StageLine("ingest", res.ran, time.perf_counter() - t0,
+                           f"{len(res.result['images'])} photos used, {len(res.result['skipped'])} skipped"))
+
+    t0 = time.perf_counter()
+    res = poses.run(poses.PosesParams(scene=scene), reporter)
+    r = res.result
+    lines.append(StageLine("poses", res.ran, time.perf_counter() - t0,
+                           f"{len(r['images'])} of {len(r['images']) + len(r.get('unregistered', []))} registered"))
+
+    overrides = tuple(params.overrides) + ((f"data.factor={factor}",) if factor else ())
+    overrides += scene_type_overrides(scene, params, reporter)
+    t0 = time.perf_counter()
+    outcome = train.run(train.TrainParams(scene=scene, recipe=params.recipe, overrides=overrides, device=params.device),
+                        reporter)
+    psnr = (outcome.eval.result.get("mean", {}).get("psnr") if outcome.eval else None)
+    figure = f"held-out PSNR {psnr:.2f} dB" if psnr is not None else f"{outcome.train.result['steps']} steps"
+    lines.append(StageLine("train", outcome.train.ran or bool(outcome.eval and outcome.eval.ran),
+                           time.perf_counter() - t0, figure))
+
+    t0 = time.perf_counter()
+    res = render.run(render.RenderParams(scene=scene, run=outcome.train.result["run"], frames=params.frames,
+                                         device=params.device), reporter)
+    lines.append(StageLine("render", res.ran, time.perf_counter() - t0, str(scene / res.result["video"])))
+    return lines
+

@@ -94,7 +94,7 @@ class FastConfig:
     """Steps between occupancy updates."""
     weight_threshold: float = 1e-4
     """Samples with a smaller compositing weight get no colour evaluation."""
-    segment: int = 16
+    segment: int = 32
     """When rendering (not training), samples marched per segment before dropping opaque rays."""
     stop_transmittance: float = 1e-4
     """When rendering, a ray stops once less than this much light gets through."""

@@ -1,0 +1,193 @@
+"""Quality per minute of the fast recipe: held-out PSNR of fern (factor 8) after 2, 5 and 10 minutes
+of training, of lego (half resolution, recipe fast_blender) after 15 minutes, render time, memory.
+
+    python -m nerfpipe.benchmarks.fast [--fern DIR] [--lego DIR] [--only fern|lego]
+        [--fern-minutes 2,5,10] [--fern-iters 1400] [--lego-minutes 15] [--lego-iters 2400] [--work DIR]
+
+Prints one JSON object. Everything goes through the real stages: fern is ingested at factor 8
+(496x368) with the LLFF authors' poses (published layout), lego is read in place through a folder
+of links (its runs are written in the work folder, never into the shared data). Each scene trains
+in one run of the real trainer with the schedule of ``--*-iters`` steps, in sessions that stop at
+the cumulative minutes given (the trainer's time budget; the session resumes from its checkpoint),
+and after each session the real evaluation (``nerfpipe eval``: held-out views 0, 8, 16 of fern, the
+25 test views of lego) gives PSNR and SSIM. ``render_s`` times one held-out view with the real
+chunking, cold (the dense density volume is built first) and warm. Each scene runs in its own
+process so that ``peak_rss_gb`` is its own; ``peak_gpu_gb`` when on CUDA.
+
+The machine is shared: ``other_processes_cpu_s`` is the CPU time that other processes used while
+a scene ran (from /proc/stat). With two cores and two torch threads, a second busy process slows
+each step several times over, so figures taken while it is well above 0 are not this model's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+ANCHORS = {
+    "fern_plain_dense_grid_psnr": {"2.5": 19.2, "5": 19.8, "7.5": 20.3, "10": 20.5,
+                                   "what": "16x128^3 grid_sample grid, small MLP, 48 samples, 2048 rays, Adam 1e-2 (issue)"},
+    "fern_paper_nerf_psnr_day": 25.17,
+    "fern_paper_recipe_cpu_psnr_5min": 12.8,
+    "lego_paper_nerf_psnr": 32.54,
+}
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds spent by everything on the machine since boot (Linux /proc/stat), 0 elsewhere."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def prepare_fern(fern: Path, work: Path) -> Path:
+    from nerfpipe.stages import ingest
+
+    scene = work / "fern"
+    ingest.run(ingest.IngestParams(photos=fern / "images", scene=scene, factors=(8,)))
+    shutil.copy(fern / "poses_bounds.reference.npy", scene / "poses_bounds.npy")
+    return scene
+
+
+def prepare_lego(lego: Path, work: Path) -> Path:
+    """A folder that reads as the lego scene (links to its images, copies of its transforms)."""
+    scene = work / "lego"
+    scene.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val", "test"):
+        if (lego / split).is_dir() and not (scene / split).exists():
+            (scene / split).symlink_to((lego / split).resolve(), target_is_directory=True)
+        if (lego / f"transforms_{split}.json").exists():
+            shutil.copyfile(lego / f"transforms_{split}.json", scene / f"transforms_{split}.json")
+    return scene
+
+
+def _render_seconds(scene: Path, run: str) -> dict:
+    import torch
+
+    from nerfpipe.nerf.models import chunk_size, model_device, render_image
+    from nerfpipe.stages.train import detect_source, load_run, load_scene
+
+    model, recipe, meta = load_run(scene, run)
+    data = load_scene(scene, recipe, detect_source(scene, recipe))
+    rays = data.image_rays(data.i_test[0])
+    chunk = chunk_size(model, model_device(model))
+    times = []
+    with torch.no_grad():
+        for _ in range(2):
+            t0 = time.perf_counter()
+            render_image(model, rays, chunk)
+            times.append(time.perf_counter() - t0)
+    return {"size": [data.width, data.height], "chunk": chunk, "cold": round(times[0], 3), "warm": round(times[1], 3)}
+
+
+def run_scene(kind: str, scene: str, recipe: str, minutes: list[float], iters: int, queue) -> None:
+    """Train ``recipe`` on ``scene`` in sessions ending at the cumulative ``minutes``; evaluate after each."""
+    import torch
+
+    from nerfpipe.stages import train as stage
+
+    busy0, own0 = _machine_busy_s(), _own_cpu_s()
+    scene_path = Path(scene)
+    points, done, used = [], 0.0, set()
+    for i, total in enumerate(minutes):
+        session = round(total - done, 4)
+        while session in used:  # the same recipe twice would be "up to date": nudge by 0.06 s
+            session = round(session + 1e-3, 4)
+        used.add(session)
+        overrides = (f"iters={iters}", f"minutes={session}")
+        params = stage.TrainParams(scene=scene_path, recipe=recipe, overrides=overrides, run="bench", fresh=(i == 0))
+        out = stage.run(params)
+        done = total
+        r, e = out.train.result, out.eval.result
+        points.append({
+            "minutes": total,
+            "steps": r["steps"],
+            "stopped": r["stopped"],
+            "session_train_s": r["train_seconds"],
+            "s_per_it": r["s_per_it"],
+            "train_psnr": r["last"].get("psnr"),
+            "psnr": e["mean"]["psnr"],
+            "ssim": e["mean"]["ssim"],
+            "eval_views": e["count"],
+            "eval_s_per_view": e["s_per_view"],
+        })
+        if r["stopped"] == "iters":
+            break
+    result = {
+        "scene": kind,
+        "recipe": recipe,
+        "iters_schedule": iters,
+        "points": points,
+        "render_s": _render_seconds(scene_path, "bench"),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2),
+        "other_processes_cpu_s": round((_machine_busy_s() - busy0) - (_own_cpu_s() - own0), 1),
+    }
+    if torch.cuda.is_available():
+        result["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / 1024**3, 2)
+    queue.put(result)
+
+
+def _in_process(*args) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=run_scene, args=(*args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--fern", type=Path, default=Path(os.environ.get("NERFPIPE_FERN", DATA / "fern")))
+    ap.add_argument("--lego", type=Path, default=Path(os.environ.get("NERFPIPE_LEGO", DATA / "lego")))
+    ap.add_argument("--only", choices=("fern", "lego"), default=None)
+    ap.add_argument("--fern-minutes", default="2,5,10", help="cumulative training minutes at which to evaluate")
+    ap.add_argument("--fern-iters", type=int, default=1400, help="schedule length (about 10 CPU minutes)")
+    ap.add_argument("--lego-minutes", default="15")
+    ap.add_argument("--lego-iters", type=int, default=2400, help="schedule length (about 15 CPU minutes)")
+    ap.add_argument("--work", type=Path, default=None, help="folder for the scenes and runs (default: a temporary one)")
+    args = ap.parse_args()
+
+    import torch
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="nerfpipe-fast-"))
+    work.mkdir(parents=True, exist_ok=True)
+    out: dict = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "torch": torch.__version__, "threads": torch.get_num_threads(),
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "anchors": ANCHORS,
+    }
+    try:
+        if args.only in (None, "fern"):
+            minutes = [float(m) for m in args.fern_minutes.split(",")]
+            out["fern"] = _in_process("fern", str(prepare_fern(args.fern, work)), "fast", minutes, args.fern_iters)
+        if args.only in (None, "lego"):
+            minutes = [float(m) for m in args.lego_minutes.split(",")]
+            out["lego"] = _in_process("lego", str(prepare_lego(args.lego, work)), "fast_blender", minutes, args.lego_iters)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -349,7 +349,8 @@ class CameraComparison:
     rotation_error_sim3_mean_deg: float
     """The same with the rotation of the centre alignment (ill-conditioned for near-planar layouts)."""
     focal_error: float
-    """|focal - reference focal| / reference focal, mean over cameras."""
+    """|focal / W - reference focal / reference W| / (reference focal / reference W), mean over cameras:
+    focal lengths in units of the image width, so photos at another resolution compare fairly."""
     near_error_mean: float
     """|near * scale - reference near| / reference near, mean over cameras (NaN without bounds)."""
     far_error_mean: float
@@ -383,7 +384,9 @@ def compare_cameras(
     err_best = rotation_angle_deg(best_rotation(rots, ref_rots) @ rots, ref_rots)
     focal_err = float("nan")
     if poses.shape[2] >= 5 and reference.shape[2] >= 5:
-        focal_err = float(np.mean(np.abs(poses[:, 2, 4] - reference[:, 2, 4]) / reference[:, 2, 4]))
+        rel = poses[:, 2, 4] / poses[:, 1, 4]
+        ref_rel = reference[:, 2, 4] / reference[:, 1, 4]
+        focal_err = float(np.mean(np.abs(rel - ref_rel) / ref_rel))
     near_err = far_err = float("nan")
     if bounds is not None and reference_bounds is not None:
         rel = np.abs(np.asarray(bounds) * sim.scale - reference_bounds) / np.asarray(reference_bounds)

@@ -154,7 +154,7 @@ def resolution_for(voxels: int, lo: Tensor, hi: Tensor) -> tuple[int, int, int]:
 
 
 class GridField(nn.Module):
-    """Density and colour from two VM encodings: ``sigma(x)`` and ``color(x, dirs)``, x in [-1, 1]^3.
+    """Density and colour from two VM encodings: ``sigma(x)`` and ``color(x, sh)``, x in [-1, 1]^3.
 
     The encodings exist at every resolution of the growth schedule from the start (a few times
     the memory of the finest alone); ``level`` (a buffer) names the one in use, and
@@ -450,7 +450,9 @@ class FastModel(Model):
             self.update_occupancy()  # on schedule, or at once after a resume (the grid is not saved)
 
     def _density_version(self) -> tuple:
-        return tuple((p.data_ptr(), p._version) for p in self.field.density.parameters())
+        """Changes whenever a density parameter is written (the optimiser's in-place updates bump
+        each tensor's version counter; loading a state dict or growing does too)."""
+        return (int(self.field.level),) + tuple((p.data_ptr(), p._version) for p in self.field.density.parameters())
 
     @torch.no_grad()
     def refresh_occupancy(self) -> None:

@@ -112,9 +112,14 @@ class _Interpolate(torch.autograd.Function):
 def interpolate(table: Tensor, idx: Tensor, weights: Tensor) -> Tensor:
     """Weighted sum of table rows: table (rows, C), idx (N, k), weights (N, k) -> (N, C).
 
-    Differentiable with respect to ``table`` only (sample positions get no gradient)."""
+    Differentiable with respect to ``table`` only (sample positions get no gradient). CPU:
+    embedding_bag with the sparse-product backward; CUDA: embedding_bag and its own backward;
+    other devices (MPS): a plain gather and sum, which every backend supports."""
     weights = weights.detach().to(table.dtype)
-    if torch.is_grad_enabled() and table.requires_grad:
+    device = table.device.type
+    if device not in ("cpu", "cuda"):
+        return (table[idx.long()] * weights[..., None]).sum(1)
+    if device == "cpu" and torch.is_grad_enabled() and table.requires_grad:
         return _Interpolate.apply(table, idx, weights)
     return F.embedding_bag(idx, table, per_sample_weights=weights, mode="sum")
 

@@ -3,6 +3,7 @@ nothing visible, rendering paths that agree, grid growth under one optimiser, a 
 training, and the recipe."""
 
 import dataclasses
+import io
 import json
 import shutil
 
@@ -189,9 +190,7 @@ def test_growth_switches_level_under_one_optimiser_and_state_dict_reloads():
         assert torch.equal(reloaded.eval().render(rays, train=False).rgb, model.eval().render(rays, train=False).rgb)
 
 
-def _save(state) -> "io.BytesIO":
-    import io
-
+def _save(state) -> io.BytesIO:
     buf = io.BytesIO()
     torch.save(state, buf)
     buf.seek(0)

@@ -3,10 +3,12 @@ occupancy grid that lets the field skip empty space.
 
 Every sample is placed on a dense (rays, samples) lattice of ray parameters t; the occupancy grid
 then marks which of them the field evaluates. Skipped samples get zero density, so a skipped
-sample changes the render only if the field would have given it a visible weight: the grid is
-built to be conservative (density at every cell centre, a threshold on the opacity far below what
-a visible sample has, then dilated by one cell), and ``tests/test_fast.py`` checks that no sample
-the full evaluation weights above a small threshold is skipped.
+sample changes the render only if the field would have given it a visible weight. The grid is
+built so that this cannot happen: its cells are the cells of the field's own vertex grid, a cell
+is empty only if the density at all 8 of its vertices is below a threshold density, and for a
+field whose density is a monotone function of a trilinearly interpolated feature (the VM
+encoding is one) no point of such a cell is denser than its densest vertex.
+``tests/test_fast.py`` checks that no sample the full evaluation weights is skipped.
 
 Field coordinates are normalised to [-1, 1]^3 over the scene box: NDC and bounded scenes map
 their axis-aligned box linearly; unbounded scenes first contract space (mip-NeRF 360: points

@@ -13,12 +13,20 @@ again, this is the only file to change. Facts this module relies on, measured on
   per pair (two-view geometry) to the database, which is in WAL mode, so the progress callbacks
   here are fed by counting those rows (through pycolmap's own ``Database``) while pycolmap runs in
   a worker thread. Mapping calls back on every registered image. No log is parsed.
-- Each long call runs with a ``CancellationToken``: Ctrl-C cancels it and waits for it to stop.
+- Each long call runs in a worker thread with a ``CancellationToken``; Ctrl-C cancels it. pycolmap
+  then returns at once while its own threads finish the block of work they hold (an image or two,
+  the rest of the pairs, a model), and tearing the interpreter down under them crashes (SIGSEGV in
+  faiss at exit). So after a cancelled call the process ends from an ``atexit`` hook with
+  ``os._exit(130)``, skipping that teardown; what the stage wrote is in its temporary folder, which
+  the stage cache has already removed.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import os
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,14 +70,30 @@ def colmap_logging(verbose: bool) -> Iterator[None]:
     try:
         yield
     finally:
-        pycolmap.logging.minloglevel = old
+        if not _ABANDONED_WORK:  # else pycolmap's threads may still log: stay quiet until the exit
+            pycolmap.logging.minloglevel = old
+
+
+_ABANDONED_WORK = False
+"""True once a pycolmap call was cancelled: its threads may still be running."""
+
+
+def _exit_without_teardown() -> None:
+    if _ABANDONED_WORK:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+
+
+atexit.register(_exit_without_teardown)  # registered first, so it runs after every other atexit hook
 
 
 def _run_cancellable(fn: Callable[[pycolmap.CancellationToken], object], poll: Callable[[], None] | None = None):
     """Run ``fn(token)`` in a worker thread; call ``poll()`` every POLL_SECONDS until it returns.
 
     pycolmap releases the GIL while it works. Ctrl-C (KeyboardInterrupt in the main thread) cancels
-    the token and waits for pycolmap to stop before re-raising. Exceptions of ``fn`` are re-raised here.
+    the token, waits for the call to return and re-raises (see the module docstring for what follows).
+    Exceptions of ``fn`` are re-raised here.
     """
     token = pycolmap.CancellationToken()
     box: dict[str, object] = {}
@@ -88,8 +112,10 @@ def _run_cancellable(fn: Callable[[pycolmap.CancellationToken], object], poll: C
             if poll is not None:
                 poll()
     except BaseException:
+        global _ABANDONED_WORK
         token.cancel()
         worker.join()
+        _ABANDONED_WORK = True
         raise
     if "error" in box:
         raise box["error"]  # type: ignore[misc]

@@ -365,7 +365,8 @@ def _poses_body(params: PosesParams, scene: Path, ingest: dict, reporter: Report
             )
         if len(models) > 1:
             others = sorted(
-                real_name[im.name] for m in models[1:] for im in (m.images[i] for i in m.reg_image_ids())
+                {real_name[im.name] for m in models[1:] for im in (m.images[i] for i in m.reg_image_ids())}
+                - set(model.names)
             )
             reporter.warn(
                 f"COLMAP split the photos into {len(models)} separate models "

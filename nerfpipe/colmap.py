@@ -246,6 +246,12 @@ def match_pairs(
 
 def verified_pairs(database: Path) -> dict[tuple[str, str], int]:
     """{(name_a, name_b): inlier matches} for every pair with at least MIN_PAIR_INLIERS verified matches."""
+    return {pair: n for pair, n in pair_inliers(database).items() if n >= MIN_PAIR_INLIERS}
+
+
+def pair_inliers(database: Path) -> dict[tuple[str, str], int]:
+    """{(name_a, name_b): verified inlier matches} for every pair the database holds a two-view
+    geometry for (names sorted within a pair; pairs that failed verification count 0 or a few)."""
     db = pycolmap.Database.open(Path(database))
     try:
         names = {im.image_id: im.name for im in db.read_all_images()}
@@ -254,20 +260,27 @@ def verified_pairs(database: Path) -> dict[tuple[str, str], int]:
         db.close()
     out = {}
     for pair_id, n in zip(pair_ids, inliers):
-        if n >= MIN_PAIR_INLIERS:
-            a, b = pycolmap.pair_id_to_image_pair(pair_id)
+        a, b = pycolmap.pair_id_to_image_pair(pair_id)
+        if a in names and b in names:
             out[tuple(sorted((names[a], names[b])))] = int(n)
     return out
 
 
 def rename_images(database: Path, rec: pycolmap.Reconstruction, new_names: dict[str, str]) -> None:
-    """Rename images (old name -> new name) in the database and in ``rec``."""
+    """Rename images (old name -> new name) in the database and in ``rec``.
+
+    Names are unique in the database and a new name may be another image's old one (photos named
+    like the SfM copies, 0001.jpg), so every renamed image first gets a temporary name.
+    """
     db = pycolmap.Database.open(Path(database))
     try:
-        for image in db.read_all_images():
-            if image.name in new_names:
-                image.name = new_names[image.name]
-                db.update_image(image)
+        renamed = [(image, new_names[image.name]) for image in db.read_all_images() if image.name in new_names]
+        for image, _new in renamed:
+            image.name = f"nerfpipe-renaming-{image.image_id}"
+            db.update_image(image)
+        for image, new in renamed:
+            image.name = new
+            db.update_image(image)
     finally:
         db.close()
     for image in rec.images.values():
@@ -396,6 +409,11 @@ def sparse_model(rec: pycolmap.Reconstruction) -> SparseModel:
         mean_reprojection_error=float(rec.compute_mean_reprojection_error()),
         observations=int(rec.compute_num_observations()),
     )
+
+
+def read_sparse_model(model_dir: Path) -> SparseModel:
+    """The binary or text model in ``model_dir`` (e.g. ``colmap/sparse/0``) as a :class:`SparseModel`."""
+    return sparse_model(pycolmap.Reconstruction(Path(model_dir)))
 
 
 def write_rescaled_model(rec: pycolmap.Reconstruction, output_dir: Path, width: int, height: int) -> None:

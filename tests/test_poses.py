@@ -320,3 +320,12 @@ def test_bad_parameters_and_missing_ingest(tmp_path):
         poses.run(replace(_params(tmp_path), camera="pinhole"))
     with pytest.raises(NerfpipeError, match="too small for SfM"):
         poses.run(replace(_params(tmp_path), sfm_size=100))
+
+
+def test_photos_named_like_the_sfm_copies(tmp_path):
+    """Photos called 0001.jpg ... (video frames, instant-ngp captures) clash with the SfM copies'
+    own names while they are renamed back: every photo still registers under its own name."""
+    scene = _scene(tmp_path, {f"{i + 1:04d}.jpg": fern(i) for i in range(5)})
+    res = poses.run(_params(scene))
+    assert res.result["images"] == [f"{i + 1:04d}.jpg" for i in range(5)]
+    assert res.result["registered"] == 5

@@ -114,7 +114,7 @@ def _train_overrides(sets, iters, minutes, factor, loss, batch_rays, seed) -> tu
 @app.command()
 @user_errors
 def train(
-    scene: Path = typer.Argument(Path("."), help="Scene folder: after ingest + poses, a published LLFF scene, or a Blender scene."),
+    scene: Path = typer.Argument(Path("."), help="Scene folder: after ingest + poses, one with transforms.json and its images, a published LLFF scene, or a Blender scene."),
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe name (recipes/NAME.toml) or path; default fast, else llff."),
     sets: List[str] = typer.Option([], "--set", help="Override one recipe value: --set nerf.n_samples=32 (repeatable)."),
     iters: Optional[int] = typer.Option(None, "--iters", help="Training steps (training.iters)."),
@@ -127,13 +127,15 @@ def train(
     fresh: bool = typer.Option(False, "--fresh", help="Start the run over instead of resuming it."),
     device: str = typer.Option("auto", "--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps."),
     no_eval: bool = typer.Option(False, "--no-eval", help="Do not render and score the held-out views at the end."),
+    scene_type: Optional[str] = typer.Option(None, "--scene-type", help="forward, arc or 360 (default: decided from the cameras)."),
 ) -> None:
     """Train a NeRF on a scene into runs/RUN/ (resumes; --fresh starts over), then evaluate the held-out views."""
+    _check_scene_type(scene_type)
     from nerfpipe.stages import train as stage
 
     params = stage.TrainParams(
         scene=scene, recipe=recipe, overrides=_train_overrides(sets, iters, minutes, factor, loss, batch_rays, seed),
-        run=run, fresh=fresh, device=device, evaluate=not no_eval,
+        run=run, fresh=fresh, device=device, evaluate=not no_eval, scene_type=scene_type,
     )
     outcome = stage.run(params, RichReporter())
     r = outcome.train.result
@@ -148,6 +150,13 @@ def train(
         )
     if outcome.eval is not None:
         _print_eval(scene, outcome.eval)
+
+
+def _check_scene_type(scene_type: str | None) -> None:
+    from nerfpipe.cameras.scene_type import SCENE_KINDS
+
+    if scene_type is not None and scene_type not in SCENE_KINDS:
+        raise NerfpipeError(f"--scene-type {scene_type!r} is not a scene type: use forward, arc or 360.")
 
 
 def _print_eval(scene: Path, res) -> None:
@@ -217,10 +226,7 @@ def all_(
     scene_type: Optional[str] = typer.Option(None, "--scene-type", help="forward, arc or 360 (default: decided from the cameras)."),
 ) -> None:
     """Photos -> video: ingest, poses, train and render, each one cached (a second run only says so)."""
-    from nerfpipe.cameras.scene_type import SCENE_KINDS
-
-    if scene_type is not None and scene_type not in SCENE_KINDS:
-        raise NerfpipeError(f"--scene-type {scene_type!r} is not a scene type: use forward, arc or 360.")
+    _check_scene_type(scene_type)
     from nerfpipe.stages import pipeline
 
     overrides = _train_overrides(sets, iters, minutes, None, None, None, None)
@@ -266,6 +272,7 @@ def poses(
         CONSOLE.print(
             f"poses is up to date: {r['registered']} of {r['photos']} photos registered in {scene} (nothing to do)."
         )
+        _report_summary(scene)
         return
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
@@ -281,6 +288,66 @@ def poses(
     table.add_row("time", ", ".join(f"{k} {v:.1f} s" for k, v in r["seconds"].items()) + f" (stage {res.seconds:.1f} s)")
     table.add_row("written", ", ".join(str(scene / p) for p in stage.OUTPUTS))
     CONSOLE.print(table)
+    _report_summary(scene)
+
+
+def _print_report(scene: Path, said: List[str], problems: int) -> None:
+    """The report's sentences, then where its files are."""
+    from rich.markup import escape
+
+    from nerfpipe.stages import report
+
+    CONSOLE.print(f"[bold]capture report[/] ({problems} problem{'' if problems == 1 else 's'}):")
+    for sentence in said:
+        CONSOLE.print(f"  [{'yellow' if problems else 'green'}]-[/] {escape(sentence)}", soft_wrap=True)
+    CONSOLE.print(f"report: {escape(str(scene / report.REPORT_JSON))}, {escape(str(scene / report.REPORT_PNG))}",
+                  soft_wrap=True)
+
+
+def _report_summary(scene: Path) -> None:
+    """After poses: the capture report's sentences and files (the per-photo table is `nerfpipe report`)."""
+    from nerfpipe.stages import report
+
+    r = report.run(report.ReportParams(scene=scene), RichReporter()).result
+    _print_report(scene, r["sentences"], r["problems"])
+
+
+@app.command()
+@user_errors
+def report(
+    scene_arg: Optional[Path] = typer.Argument(None, metavar="[SCENE]", help="Scene folder, ingested and posed (default: .)."),
+    scene_opt: Optional[Path] = typer.Option(None, "--scene", "-s", help="Same as SCENE."),
+    force: bool = typer.Option(False, "--force", help="Measure the photos and write the report again even if it is up to date."),
+) -> None:
+    """Check the capture: per photo sharpness, exposure, registration and matched neighbours; each problem
+    as a sentence saying what to do; report.json and a top-down picture of the cameras, report.png."""
+    from rich import box
+    from rich.markup import escape
+
+    from nerfpipe.stages import report as stage
+
+    if scene_arg is not None and scene_opt is not None and scene_arg != scene_opt:
+        raise NerfpipeError(f"Two scene folders given ({scene_arg} and --scene {scene_opt}): pass one.")
+    scene = scene_arg or scene_opt or Path(".")
+    stage.run(stage.ReportParams(scene=scene, force=force), RichReporter())
+    data = stage.load(scene)
+    flagged = {n for problem in data["problems"] for n in problem["photos"]}
+    table = Table(show_header=True, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column, justify in (("#", "right"), ("photo", "left"), ("sharp", "right"), ("bright", "right"),
+                            ("black/white", "right"), ("reg.", "left"), ("matched", "right"), ("points", "right")):
+        table.add_column(column, justify=justify, no_wrap=column != "photo", overflow="fold")
+    for p in data["photos"]:
+        table.add_row(
+            str(p["number"]), escape(p["name"]), f"{p['relative_sharpness']:.0%}", f"{p['mean_luminance']:.0%}",
+            f"{p['dark_fraction']:.0%} / {p['bright_fraction']:.0%}", "yes" if p["registered"] else "no",
+            str(len(p["neighbours"])), "" if p["points3D"] is None else str(p["points3D"]),
+            style="red" if p["number"] in flagged else None,
+        )
+    CONSOLE.print(table)
+    CONSOLE.print("sharp: of the median photo's sharpness; bright: mean brightness; black/white: clipped pixels; "
+                  "reg.: registered; matched: photos sharing enough verified matches with it; points: 3D points it "
+                  "sees; red: a problem below.")
+    _print_report(scene, data["sentences"], len(data["problems"]))
 
 
 @app.command(name="compare-poses")
@@ -323,6 +390,22 @@ def compare_poses(
     table.add_row("far error (after scale)", f"{c.far_error_mean:.2%}", "")
     CONSOLE.print(table)
     CONSOLE.print(f"{c.cameras} cameras; scale A -> B {c.scale:.4g}; camera spread of B {c.spread:.4g} (RMS distance from their mean).")
+
+
+@app.command()
+@user_errors
+def convert(
+    src: Path = typer.Argument(..., help="poses_bounds.npy (LLFF) or transforms.json (nerfstudio / instant-ngp) to read."),
+    dst: Path = typer.Argument(..., help="File to write; its suffix chooses the format: .json or .npy."),
+    images: Optional[Path] = typer.Option(None, "--images", help="poses_bounds.npy -> transforms.json: folder of the photos its rows belong to (default: the poses manifest, else images/ beside SRC)."),
+    drop_missing: bool = typer.Option(False, "--drop-missing", help="Leave out the frames of a transforms.json whose image is missing (default: stop)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite DST if it exists."),
+) -> None:
+    """Convert cameras between poses_bounds.npy and transforms.json (exact both ways for plain pinhole cameras)."""
+    from nerfpipe.stages import convert as stage
+
+    r = stage.run(stage.ConvertParams(src=src, dst=dst, images=images, drop_missing=drop_missing, force=force), RichReporter())
+    CONSOLE.print(f"convert ({r.conversion}): {r.frames} cameras written to {r.dst}.")
 
 
 def main() -> None:

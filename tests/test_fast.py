@@ -23,13 +23,7 @@ from nerfpipe.stages import train as stage
 NDC_BOX = SceneBox("ndc", ((-1.5, -1.6, -1.05), (1.5, 1.6, 1.05)), 0.0, 1.0, False)
 BLENDER_BOX = SceneBox("bounded", ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5)), 2.0, 6.0, True)
 SPHERE_BOX = SceneBox("unbounded", ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0)), 0.1, 20.0, False)
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors gain nothing from a second thread, and OpenMP threads spin badly on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = dict(voxels_init=24**3, voxels_final=40**3, grow_at=(0.5,), density_comps=(4, 2, 2), app_comps=(6, 3, 3),

@@ -63,3 +63,29 @@ def test_arc_path_stays_on_the_photographed_side(fox_dir):
 
 def normalize_rows(v):
     return v / np.linalg.norm(v)
+
+
+def _llff_scene(tmp_path, c2w_gl: np.ndarray):
+    from nerfpipe.cameras import llff_from_gl, write_poses_bounds
+    from nerfpipe.stages.train import Source
+
+    hwf = np.broadcast_to(np.array([[368.0], [496.0], [400.0]]), (len(c2w_gl), 3, 1))
+    write_poses_bounds(tmp_path / "poses_bounds.npy", np.concatenate([llff_from_gl(c2w_gl[:, :3]), hwf], axis=2),
+                       np.tile([[1.0, 10.0]], (len(c2w_gl), 1)))
+    return Source("llff", (), (), None)
+
+
+def test_train_stage_applies_the_decision_unless_the_user_set_it(tmp_path, fern_dir, fox_dir):
+    from nerfpipe.progress import RecordingReporter
+    from nerfpipe.stages.train import scene_type_overrides
+
+    fox = _llff_scene(tmp_path, _transforms_c2w(fox_dir / "transforms.reference.json"))
+    rep = RecordingReporter()
+    assert scene_type_overrides(tmp_path, fox, (), None, rep) == ("data.ndc=false", "data.spherify=true")
+    assert any("Scene type: arc (a wide arc" in line for line in rep.infos)
+    assert scene_type_overrides(tmp_path, fox, (), "forward", rep) == ("data.ndc=true", "data.spherify=false")
+    assert scene_type_overrides(tmp_path, fox, ("data.ndc=true",), None, rep) == ()  # the user's choice stands
+
+    poses, _ = read_poses_bounds(fern_dir / "poses_bounds.reference.npy")
+    fern = _llff_scene(tmp_path, gl_from_llff(poses))
+    assert scene_type_overrides(tmp_path, fern, (), None, rep) == ("data.ndc=true", "data.spherify=false")

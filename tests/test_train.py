@@ -7,6 +7,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+from conftest import TINY_NERF
 import torch
 
 from nerfpipe.cache import load_manifest
@@ -15,17 +16,10 @@ from nerfpipe.nerf import trainer
 from nerfpipe.progress import RecordingReporter
 from nerfpipe.stages import train as stage
 
-TINY = ("nerf.netdepth=4", "nerf.netwidth=32", "nerf.netdepth_fine=4", "nerf.netwidth_fine=32", "nerf.skips=[1]",
-        "nerf.n_samples=16", "nerf.n_importance=16", "training.batch_rays=256")
+TINY = TINY_NERF
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny networks gain nothing from a second thread, and OpenMP threads spin badly on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,9 @@ Frames and names (transforms read "target from source", right to left):
 - transforms.json (nerfstudio / instant-ngp): ``transform_matrix`` is ``c2w_gl`` as 4x4; intrinsics
   ``fl_x, fl_y, cx, cy, w, h`` in pixels of the images the frames name (OpenCV pixel convention:
   the image spans [0, w], so a centred principal point is at w / 2), distortion ``k1, k2, p1, p2``
-  as in OpenCV.
+  as in OpenCV. nerfpipe adds per-frame ``near`` and ``far`` (the LLFF bounds, depths along the
+  viewing axis in the file's world units) so that poses_bounds.npy -> transforms.json -> poses_bounds.npy
+  is exact; other readers ignore them.
 
 Every pose function takes (..., 3, 4) or (..., 4, 4) and returns (..., 3, 4); extra columns (the
 hwf column of a 3x5 LLFF pose) are ignored. Each conversion has its inverse beside it.
@@ -151,6 +153,8 @@ def with_hwf(pose_llff: np.ndarray, hwf: np.ndarray) -> np.ndarray:
 
 INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "k1", "k2", "p1", "p2")
 """Per-camera keys of transforms.json, at the top level (shared camera) or in each frame."""
+NEAR_KEY, FAR_KEY = "near", "far"
+"""Per-frame LLFF bounds in a transforms.json (nerfpipe's addition; see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,14 @@ class Transforms:
     camera_model: str = "OPENCV"
     extra: dict[str, Any] = field(default_factory=dict)
     """Top-level keys other than the camera and frames (e.g. ``applied_transform``), kept as read."""
+    bounds: np.ndarray | None = None
+    """(N, 2) per-frame near, far (keys ``near``, ``far``), or None when some frame lacks them."""
+
+    def subset(self, indices: Sequence[int]) -> "Transforms":
+        """The frames ``indices``, in that order (to sort frames or drop some)."""
+        idx = list(indices)
+        return Transforms([self.file_paths[i] for i in idx], self.c2w_gl[idx], [self.cameras[i] for i in idx],
+                          self.camera_model, dict(self.extra), None if self.bounds is None else self.bounds[idx])
 
 
 def write_transforms(
@@ -197,11 +209,13 @@ def write_transforms(
     *,
     camera_model: str = "OPENCV",
     extra: dict[str, Any] | None = None,
+    bounds: np.ndarray | None = None,
 ) -> None:
     """Write a nerfstudio / instant-ngp transforms.json.
 
     c2w_gl: (N, 3, 4) or (N, 4, 4). ``cameras``: one shared camera (written at the top level) or one per
-    frame (written in each frame). ``extra``: more top-level keys.
+    frame (written in each frame). ``extra``: more top-level keys. ``bounds`` (N, 2): per-frame
+    ``near``, ``far``.
     """
     c2w = to_homogeneous(c2w_gl)
     if len(file_paths) != c2w.shape[0]:
@@ -217,6 +231,8 @@ def write_transforms(
         frame: dict[str, Any] = {"file_path": str(name), "transform_matrix": c2w[i].tolist()}
         if not shared:
             frame.update(cameras[i].to_json())
+        if bounds is not None:
+            frame[NEAR_KEY], frame[FAR_KEY] = float(bounds[i][0]), float(bounds[i][1])
         frames.append(frame)
     data.update(extra or {})
     data["frames"] = frames
@@ -261,9 +277,11 @@ def read_transforms(path: Path) -> Transforms:
     frames = data.get("frames")
     if not isinstance(frames, list) or not frames:
         raise ValueError("it has no frames")
-    file_paths, poses, cameras = [], [], []
+    file_paths, poses, cameras, bounds = [], [], [], []
     shared = None
     for i, frame in enumerate(frames):
+        if NEAR_KEY in frame and FAR_KEY in frame:
+            bounds.append((float(frame[NEAR_KEY]), float(frame[FAR_KEY])))
         matrix = np.asarray(frame.get("transform_matrix"), dtype=np.float64)
         if matrix.shape not in ((4, 4), (3, 4)):
             raise ValueError(f"frame {i} has a transform_matrix of shape {matrix.shape}, not 4x4")
@@ -275,7 +293,73 @@ def read_transforms(path: Path) -> Transforms:
             shared = shared or _camera_from({}, data)
             cameras.append(shared)
     extra = {k: v for k, v in data.items() if k not in ("frames", "camera_model", *INTRINSIC_KEYS)}
-    return Transforms(file_paths, np.stack(poses), cameras, str(data.get("camera_model", "OPENCV")), extra)
+    return Transforms(file_paths, np.stack(poses), cameras, str(data.get("camera_model", "OPENCV")), extra,
+                      np.asarray(bounds, dtype=np.float64) if len(bounds) == len(frames) else None)
+
+
+# --------------------------------------------------------------------------------------------------
+# poses_bounds.npy <-> transforms.json
+
+CENTRE_TOLERANCE_PX = 1e-6
+"""A principal point this close to (w / 2, h / 2) is centred (LLFF can hold only a centred one)."""
+
+
+def transforms_from_poses_bounds(poses_llff: np.ndarray, bounds: np.ndarray, file_paths: Sequence[str]) -> Transforms:
+    """LLFF poses (N, 3, 5) and bounds (N, 2) -> the same cameras as a :class:`Transforms`, exactly.
+
+    Each row's hwf becomes a centred pinhole camera (fl_x = fl_y = focal, cx = W / 2, cy = H / 2, no
+    distortion), one shared camera when every row has the same hwf; the bounds become per-frame
+    ``near``, ``far``. :func:`poses_bounds_from_transforms` gives back the same array to the bit.
+    """
+    poses_llff = np.asarray(poses_llff, dtype=np.float64)
+    if len(file_paths) != poses_llff.shape[0]:
+        raise ValueError(f"{len(file_paths)} file paths for {poses_llff.shape[0]} cameras")
+    hwf = poses_llff[:, :, 4]
+    cams = [PinholeCamera(fl_x=f, fl_y=f, cx=w / 2, cy=h / 2, w=int(round(w)), h=int(round(h))) for h, w, f in hwf]
+    if all(c == cams[0] for c in cams):
+        cams = [cams[0]] * len(cams)
+    return Transforms(list(file_paths), to_homogeneous(gl_from_llff(poses_llff)), cams, "OPENCV", {},
+                      np.asarray(bounds, dtype=np.float64).reshape(-1, 2).copy())
+
+
+def poses_bounds_from_transforms(transforms: Transforms) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A :class:`Transforms` -> (LLFF poses (N, 3, 5), bounds (N, 2), what LLFF could not hold).
+
+    Exact for centred pinhole cameras with fl_x == fl_y and per-frame near/far. Otherwise the nearest
+    LLFF camera, each loss named in a clause for the caller's warning: distortion is dropped, focal is
+    the mean of fl_x and fl_y, an off-centre principal point is dropped, frames with different cameras
+    keep one hwf per row (LLFF loaders read the first row's), and missing bounds are estimated from
+    the cameras (:func:`nerfpipe.cameras.normalize.estimate_bounds`).
+    """
+    from nerfpipe.cameras.normalize import estimate_bounds
+
+    cams = transforms.cameras
+    losses: list[str] = []
+    distorted = [c for c in cams if any((c.k1, c.k2, c.p1, c.p2))]
+    if distorted:
+        c = distorted[0]
+        losses.append(f"its lens distortion (k1 {c.k1:.4g}, k2 {c.k2:.4g}, p1 {c.p1:.4g}, p2 {c.p2:.4g}) is dropped, "
+                      "so use it with undistorted images (training on the transforms.json undistorts them)")
+    anisotropic = [c for c in cams if c.fl_x != c.fl_y]
+    if anisotropic:
+        c = anisotropic[0]
+        losses.append(f"fl_x {c.fl_x:.6g} and fl_y {c.fl_y:.6g} differ and their mean is kept")
+    off = [c for c in cams if abs(c.cx - c.w / 2) > CENTRE_TOLERANCE_PX or abs(c.cy - c.h / 2) > CENTRE_TOLERANCE_PX]
+    if off:
+        c = off[0]
+        losses.append(f"the principal point ({c.cx:.6g}, {c.cy:.6g}) is off the image centre ({c.w / 2:g}, {c.h / 2:g}) "
+                      "and is dropped")
+    if len(set(cams)) > 1:
+        sizes = sorted({(c.w, c.h) for c in cams})
+        listed = ", ".join(f"{w}x{h}" for w, h in sizes[:3])
+        what = f"{len(sizes)} image sizes ({listed})" if len(sizes) > 1 else "different focal lengths"
+        losses.append(f"the frames have {what}: each row keeps its own, but LLFF loaders use the first row's")
+    hwf = np.array([[float(c.h), float(c.w), c.fl_x if c.fl_x == c.fl_y else (c.fl_x + c.fl_y) / 2] for c in cams])
+    bounds = transforms.bounds
+    if bounds is None:
+        bounds = estimate_bounds(transforms.c2w_gl[:, :3, :4])
+        losses.append("it has no per-frame near/far, so they are estimated from the cameras")
+    return with_hwf(llff_from_gl(transforms.c2w_gl[:, :3, :4]), hwf), np.asarray(bounds, dtype=np.float64), losses
 
 
 # --------------------------------------------------------------------------------------------------

@@ -103,6 +103,42 @@ def closest_point_to_axes(origins: np.ndarray, axes: np.ndarray) -> np.ndarray:
     return np.linalg.solve(lhs, rhs)[:, 0]
 
 
+ESTIMATED_NEAR_FRACTION = 0.5
+"""Without SfM points, near = this fraction of each camera's depth to the point the cameras look at.
+fern's reference bounds (from its points) are 0.53-0.59 of that depth for near and 2.0-2.5 for far."""
+ESTIMATED_FAR_MULTIPLE = 2.5
+"""... and far = this multiple of it (see ESTIMATED_NEAR_FRACTION)."""
+FALLBACK_DEPTH_IN_SPREADS = 10.0
+"""When the optical axes meet nowhere in front of every camera (parallel or diverging axes), the
+depth is this many camera spreads (RMS distance of the centres from their mean; fern: 10)."""
+MAX_DEPTH_IN_SPREADS = 100.0
+"""Nearly parallel axes "meet" very far away; a depth beyond this many spreads is taken as parallel."""
+
+
+def estimate_bounds(c2w_gl: np.ndarray) -> np.ndarray:
+    """(N, 3, 4) cameras without any scene points -> (N, 2) near, far per camera.
+
+    Each camera's depth to :func:`closest_point_to_axes` (the point the cameras look at), times
+    ESTIMATED_NEAR_FRACTION and ESTIMATED_FAR_MULTIPLE. Bounds only set the world scale (bd_factor)
+    and the ray range, so a rough guess that scales with the world (a similarity of the cameras gives
+    the same normalised scene) is what is needed.
+    """
+    c2w_gl = np.asarray(c2w_gl, dtype=np.float64)[:, :3, :4]
+    centres, backward = c2w_gl[:, :, 3], c2w_gl[:, :, 2] / np.linalg.norm(c2w_gl[:, :, 2], axis=1, keepdims=True)
+    depth = np.full(len(centres), np.nan)
+    if len(centres) >= 2:
+        try:
+            with np.errstate(all="ignore"):
+                target = closest_point_to_axes(centres, backward)
+                depth = np.einsum("ni,ni->n", target - centres, -backward)
+        except np.linalg.LinAlgError:
+            pass
+    spread = float(np.sqrt(((centres - centres.mean(0)) ** 2).sum(1).mean()))
+    if not np.all(np.isfinite(depth) & (depth > 0) & (depth <= MAX_DEPTH_IN_SPREADS * spread)):
+        depth = np.full(len(centres), FALLBACK_DEPTH_IN_SPREADS * spread if spread > 0 else 1.0)
+    return np.stack([ESTIMATED_NEAR_FRACTION * depth, ESTIMATED_FAR_MULTIPLE * depth], axis=1)
+
+
 def spherify_step(c2w_gl: np.ndarray) -> Normalization:
     """The reference's ``spherify_poses`` as one step: origin at the point closest to every optical
     axis, +z along the mean camera offset, scale so the mean squared camera radius is 1."""

@@ -98,13 +98,36 @@ def load_llff(
             "run `nerfpipe poses` again so that they match."
         )
     images = np.stack([read_image(p) for p in paths])
-    n, height, width = images.shape[:3]
+    height, width = images.shape[1:3]
     if any(img.shape[:2] != (height, width) for img in images):
         raise NerfpipeError(f"The images in {paths[0].parent} differ in size: run nerfpipe ingest again.")
     full_h, full_w, full_focal = poses_llff[0, :, 4]
-    focal = float(full_focal) / factor
+    source = {"folder": str(scene), "poses": pb_path.name, "images": paths[0].parent.name, "factor": factor,
+              "full_size": [int(full_w), int(full_h)], "full_focal": float(full_focal), "bd_factor": bd_factor,
+              "spherify": spherify, "llffhold": llffhold}
+    return llff_scene_data([p.name for p in paths], images, gl_from_llff(poses_llff), bounds, float(full_focal) / factor,
+                           llffhold=llffhold, ndc=ndc, spherify=spherify, bd_factor=bd_factor,
+                           white_background=white_background, source=source)
 
-    c2w, bounds_n, steps = normalize_llff(gl_from_llff(poses_llff), bounds, bd_factor=bd_factor, spherify=spherify)
+
+def llff_scene_data(
+    names: list[str],
+    images: np.ndarray,
+    c2w_gl: np.ndarray,
+    bounds: np.ndarray,
+    focal: float,
+    *,
+    llffhold: int,
+    ndc: bool,
+    spherify: bool,
+    bd_factor: float,
+    white_background: bool,
+    source: dict,
+) -> SceneData:
+    """Steps 4-6 above, shared with the transforms.json loader: images (N, H, W, 3) float32, cameras
+    c2w_gl (N, 3, 4) in any world with their bounds (N, 2), focal in pixels of these images."""
+    n, height, width = images.shape[:3]
+    c2w, bounds_n, steps = normalize_llff(c2w_gl, bounds, bd_factor=bd_factor, spherify=spherify)
     i_test = list(range(0, n, llffhold)) if llffhold > 0 else []
     i_train = [i for i in range(n) if i not in set(i_test)]
     if not i_train:
@@ -123,7 +146,7 @@ def load_llff(
         box = SceneBox("ndc" if ndc else "bounded", box_around(corners), ray_near, ray_far, white_background)
     return SceneData(
         kind="llff",
-        names=[p.name for p in paths],
+        names=list(names),
         images=torch.from_numpy(images),
         c2w=c2w_t,
         height=height,
@@ -138,7 +161,5 @@ def load_llff(
         scene_box=box,
         bounds=bounds_n,
         steps=steps,
-        source={"folder": str(scene), "poses": pb_path.name, "images": paths[0].parent.name, "factor": factor,
-                "full_size": [int(full_w), int(full_h)], "full_focal": float(full_focal), "bd_factor": bd_factor,
-                "spherify": spherify, "llffhold": llffhold},
+        source=source,
     )

@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nerfpipe import scene as scene_layout
-from nerfpipe.cameras import gl_from_llff, read_poses_bounds
-from nerfpipe.cameras.scene_type import SceneKind, classify
+from nerfpipe.cameras.scene_type import SceneKind
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.frames import VideoError, video_size
 from nerfpipe.photos import PhotoError, probe
 from nerfpipe.nerf.trainer import pick_device
 from nerfpipe.progress import Reporter
-from nerfpipe.stages import ingest, poses, render, train
+from nerfpipe.stages import ingest, poses, render, report, train
 
 TARGET_LONG_SIDE_CPU = 500
 """Training images of about this many pixels on the long side on a CPU (fern: 496x368)."""
@@ -89,22 +88,17 @@ def auto_factor(photos: Path, long_side: int) -> int | None:
     return max(2, round(max(size) / long_side))
 
 
-def scene_type_overrides(scene: Path, params: AllParams, reporter: Reporter) -> tuple[str, ...]:
-    """Recipe overrides for the capture's kind: NDC for forward-facing, spherify for an arc or a circle."""
-    if params.scene_type is not None:
-        kind, why = params.scene_type, "as asked with --scene-type"
-    else:
-        poses_llff, _ = read_poses_bounds(scene / scene_layout.POSES_BOUNDS)
-        decided = classify(gl_from_llff(poses_llff))
-        kind, why = decided.kind, decided.reason
-    reporter.info(f"Scene type: {kind} ({why}).")
-    if any(_has_override(params.overrides, key) for key in ("data.ndc", "data.spherify")):
-        return ()
-    return ("data.ndc=true", "data.spherify=false") if kind == "forward" else ("data.ndc=false", "data.spherify=true")
-
-
 def _has_override(overrides: tuple[str, ...], key: str) -> bool:
     return any(o.split("=", 1)[0].strip() in (key, key.split(".")[-1]) for o in overrides)
+
+
+def capture_report(scene: Path, reporter: Reporter) -> None:
+    """After poses, before the long training: the capture report's sentences (warnings when they are
+    problems) and where its files are."""
+    r = report.run(report.ReportParams(scene=scene), reporter).result
+    for sentence in r["sentences"]:
+        (reporter.warn if r["problems"] else reporter.info)(sentence)
+    reporter.info(f"Capture report: {scene / report.REPORT_JSON} and {scene / report.REPORT_PNG}.")
 
 
 def run(params: AllParams, reporter: Reporter | None = None) -> list[StageLine]:
@@ -127,12 +121,12 @@ def run(params: AllParams, reporter: Reporter | None = None) -> list[StageLine]:
     r = res.result
     lines.append(StageLine("poses", res.ran, time.perf_counter() - t0,
                            f"{len(r['images'])} of {len(r['images']) + len(r.get('unregistered', []))} registered"))
+    capture_report(scene, reporter)
 
     overrides = tuple(params.overrides) + ((f"data.factor={factor}",) if factor else ())
-    overrides += scene_type_overrides(scene, params, reporter)
     t0 = time.perf_counter()
-    outcome = train.run(train.TrainParams(scene=scene, recipe=params.recipe, overrides=overrides, device=params.device),
-                        reporter)
+    outcome = train.run(train.TrainParams(scene=scene, recipe=params.recipe, overrides=overrides, device=params.device,
+                                          scene_type=params.scene_type), reporter)
     psnr = (outcome.eval.result.get("mean", {}).get("psnr") if outcome.eval else None)
     figure = f"held-out PSNR {psnr:.2f} dB" if psnr is not None else f"{outcome.train.result['steps']} steps"
     lines.append(StageLine("train", outcome.train.ran or bool(outcome.eval and outcome.eval.ran),

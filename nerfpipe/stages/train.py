@@ -2,11 +2,12 @@
 
 Train: a scene folder -> ``runs/<run>/`` with the resolved recipe (``recipe.toml``), the dataset's
 cameras and normalisation (``dataset.json``), checkpoints, ``metrics.jsonl`` and event files.
-Three kinds of scene folder are read:
+Four kinds of scene folder are read:
 
 | folder | detected by | cache inputs |
 | --- | --- | --- |
 | a nerfpipe scene | ``.nerfpipe/poses.json`` | upstream stage ``poses`` (its images, in its order) |
+| your own poses (nerfstudio / instant-ngp) | ``transforms.json`` | it and the images it names (prepared by stage ``undistort-<k>``) |
 | a published LLFF scene | ``poses_bounds.npy`` + ``images_<k>/`` | those files |
 | a Blender synthetic scene | ``transforms_train.json`` | the transforms files and the images they name |
 
@@ -35,16 +36,21 @@ import numpy as np
 import torch
 
 from nerfpipe import scene as scene_layout
+from nerfpipe.cameras import gl_from_llff, read_poses_bounds
+from nerfpipe.cameras.scene_type import SceneKind, classify
 from nerfpipe.cache import StageResult, StageSpec, hash_inputs, load_manifest, run_stage
 from nerfpipe.datasets.base import SceneData
 from nerfpipe.datasets.blender import is_blender_folder, load_blender
 from nerfpipe.datasets.llff import image_files, load_llff
+from nerfpipe.datasets.transforms import is_transforms_folder, load_transforms, read_frames
+from nerfpipe.datasets.transforms import scene_cameras as transforms_cameras
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.nerf import trainer as trainer_mod
 from nerfpipe.nerf.metrics import Lpips, psnr, ssim
 from nerfpipe.nerf.models import Model, SceneBox, build_model, chunk_size, render_image
 from nerfpipe.progress import Reporter
 from nerfpipe.recipes import Recipe, default_recipe_name, dump_recipe, load_recipe
+from nerfpipe.stages import undistort
 
 VERSION = "1"
 EVAL_VERSION = "1"
@@ -73,6 +79,8 @@ class TrainParams:
     """auto (cuda, then mps, then cpu) or a torch device name."""
     evaluate: bool = True
     """Render and score the held-out views when training finishes."""
+    scene_type: SceneKind | None = None
+    """forward, arc or 360; default: decided from the cameras (photo scenes only; Blender scenes are boxes)."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,7 @@ class TrainOutcome:
 @dataclass(frozen=True)
 class Source:
     kind: str
-    """'nerfpipe', 'llff' (published layout) or 'blender'."""
+    """'nerfpipe', 'transforms' (transforms.json + images), 'llff' (published layout) or 'blender'."""
     upstream: tuple[str, ...]
     inputs: tuple[Path, ...]
     stems: list[str] | None
@@ -116,6 +124,9 @@ def detect_source(scene: Path, recipe: Recipe) -> Source:
         if not names:
             raise NerfpipeError(f"The poses manifest of {scene} lists no images: run `nerfpipe poses --scene {scene}` again.")
         return Source("nerfpipe", ("poses",), (), [Path(n).stem for n in names])
+    if is_transforms_folder(scene):
+        frames = read_frames(scene / scene_layout.TRANSFORMS)
+        return Source("transforms", (), (frames.path, *frames.files), None)
     if (scene / scene_layout.POSES_BOUNDS).exists():
         files = image_files(scene, recipe.data.factor, None)
         return Source("llff", (), (scene / scene_layout.POSES_BOUNDS, *files), None)
@@ -135,14 +146,54 @@ def detect_source(scene: Path, recipe: Recipe) -> Source:
         return Source("blender", (), tuple(inputs), None)
     raise NerfpipeError(
         f"{scene} has no cameras: run `nerfpipe ingest` and `nerfpipe poses` there first "
-        "(or point at a folder with poses_bounds.npy, or a Blender scene with transforms_train.json)."
+        "(or point at a folder with transforms.json or poses_bounds.npy, or a Blender scene with transforms_train.json)."
     )
 
 
-def load_scene(scene: Path, recipe: Recipe, source: Source) -> SceneData:
+def scene_cameras(scene: Path, source: Source) -> np.ndarray | None:
+    """(N, 3, 4) OpenGL camera-to-world of a photo scene's cameras (any world frame); None for a Blender scene."""
+    if source.kind in ("nerfpipe", "llff"):
+        poses_llff, _ = read_poses_bounds(Path(scene) / scene_layout.POSES_BOUNDS)
+        return gl_from_llff(poses_llff)
+    if source.kind == "transforms":
+        return transforms_cameras(scene)
+    return None
+
+
+def _has_override(overrides: tuple[str, ...] | list[str], key: str) -> bool:
+    return any(o.split("=", 1)[0].strip() in (key, key.split(".")[-1]) for o in overrides)
+
+
+def scene_type_overrides(scene: Path, source: Source, overrides: tuple[str, ...], scene_type: SceneKind | None,
+                         reporter: Reporter) -> tuple[str, ...]:
+    """Recipe overrides for the capture's kind: NDC for forward-facing, spherify for an arc or a circle.
+
+    The decision is printed with its reason. Nothing is overridden for a Blender scene (a box), or when
+    the user set data.ndc or data.spherify themselves.
+    """
+    cameras = scene_cameras(scene, source)
+    if cameras is None:
+        return ()
+    if scene_type is not None:
+        kind, why = scene_type, "as asked with --scene-type"
+    else:
+        decided = classify(cameras)
+        kind, why = decided.kind, decided.reason
+    if any(_has_override(overrides, key) for key in ("data.ndc", "data.spherify")):
+        reporter.info(f"Scene type: {kind} ({why}); the recipe's ndc/spherify as set with --set.")
+        return ()
+    reporter.info(f"Scene type: {kind} ({why}).")
+    return ("data.ndc=true", "data.spherify=false") if kind == "forward" else ("data.ndc=false", "data.spherify=true")
+
+
+def load_scene(scene: Path, recipe: Recipe, source: Source, reporter: Reporter | None = None) -> SceneData:
     d = recipe.data
     if source.kind == "blender":
         return load_blender(scene, half_res=d.half_res, white_background=d.white_bkgd)
+    if source.kind == "transforms":
+        undistort.run(undistort.UndistortParams(scene=scene, factor=d.factor), reporter)
+        return load_transforms(scene, factor=d.factor, llffhold=d.llffhold, ndc=d.ndc, spherify=d.spherify,
+                               bd_factor=d.bd_factor, white_background=d.white_bkgd)
     return load_llff(scene, factor=d.factor, llffhold=d.llffhold, ndc=d.ndc, spherify=d.spherify,
                      bd_factor=d.bd_factor, white_background=d.white_bkgd, stems=source.stems)
 
@@ -218,10 +269,13 @@ def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
     reporter = reporter or Reporter()
     scene = Path(params.scene)
     recipe = load_recipe(params.recipe or default_recipe_name(), list(params.overrides))
+    source = detect_source(scene, recipe)
+    kind_overrides = scene_type_overrides(scene, source, params.overrides, params.scene_type, reporter)
+    if kind_overrides:
+        recipe = load_recipe(params.recipe or default_recipe_name(), [*params.overrides, *kind_overrides])
     run_name = params.run or recipe.name
     if not run_name or "/" in run_name or run_name.startswith("."):
         raise NerfpipeError(f"--run {run_name!r} is not a usable folder name: use letters, digits, - and _.")
-    source = detect_source(scene, recipe)
     device = trainer_mod.pick_device(params.device)
     folder = run_dir(scene, run_name)
     rel = folder.relative_to(scene).as_posix()
@@ -239,7 +293,7 @@ def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
 
     def body(out: Path) -> dict:
         t_load = time.perf_counter()
-        data = load_scene(scene, recipe, source)
+        data = load_scene(scene, recipe, source, reporter)
         load_seconds = time.perf_counter() - t_load
         data_key = _data_key(scene, source, previous)
         resume = _resume_point(folder, recipe, data_key, params, reporter)
@@ -336,7 +390,7 @@ def run_eval(params: EvalParams, reporter: Reporter | None = None) -> StageResul
     def body(out: Path) -> dict:
         model, recipe, meta = load_run(scene, run_name, device)
         source = detect_source(scene, recipe)
-        data = load_scene(scene, recipe, source)
+        data = load_scene(scene, recipe, source, reporter)
         test_dir = out / rel / TEST_DIR
         test_dir.mkdir(parents=True)
         result = evaluate(model, data, test_dir, device=device, chunk=params.chunk, reporter=reporter)

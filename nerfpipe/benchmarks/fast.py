@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from nerfpipe.benchmarks.contention import machine_busy_s, own_cpu_s
+
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 ANCHORS = {
     "fern_plain_dense_grid_psnr": {"2.5": 19.2, "5": 19.8, "7.5": 20.3, "10": 20.5,
@@ -41,20 +43,6 @@ ANCHORS = {
     "lego_paper_nerf_psnr": 32.54,
 }
 
-
-def _machine_busy_s() -> float:
-    """CPU seconds spent by everything on the machine since boot (Linux /proc/stat), 0 elsewhere."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
 
 
 def prepare_fern(fern: Path, work: Path) -> Path:
@@ -103,7 +91,7 @@ def run_scene(kind: str, scene: str, recipe: str, minutes: list[float], iters: i
 
     from nerfpipe.stages import train as stage
 
-    busy0, own0 = _machine_busy_s(), _own_cpu_s()
+    busy0, own0 = machine_busy_s(), own_cpu_s()
     scene_path = Path(scene)
     points, done, used = [], 0.0, set()
     for i, total in enumerate(minutes):
@@ -113,9 +101,9 @@ def run_scene(kind: str, scene: str, recipe: str, minutes: list[float], iters: i
         used.add(session)
         overrides = (f"iters={iters}", f"minutes={session}")
         params = stage.TrainParams(scene=scene_path, recipe=recipe, overrides=overrides, run="bench", fresh=(i == 0))
-        busy, own = _machine_busy_s(), _own_cpu_s()
+        busy, own = machine_busy_s(), own_cpu_s()
         out = stage.run(params)
-        others = (_machine_busy_s() - busy) - (_own_cpu_s() - own)
+        others = (machine_busy_s() - busy) - (own_cpu_s() - own)
         done = total
         r, e = out.train.result, out.eval.result
         points.append({
@@ -140,7 +128,7 @@ def run_scene(kind: str, scene: str, recipe: str, minutes: list[float], iters: i
         "points": points,
         "render_s": _render_seconds(scene_path, "bench"),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2),
-        "other_processes_cpu_s": round((_machine_busy_s() - busy0) - (_own_cpu_s() - own0), 1),
+        "other_processes_cpu_s": round((machine_busy_s() - busy0) - (own_cpu_s() - own0), 1),
     }
     if torch.cuda.is_available():
         result["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / 1024**3, 2)

@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from nerfpipe.benchmarks.contention import machine_busy_s, own_cpu_s
+
 REFERENCE = {
     "s_per_iter": 10.0,
     "s_per_iter_range": [9.0, 12.0],
@@ -148,12 +150,12 @@ def _in_child(target, *args) -> dict:
     """Run one measurement in a fresh process; add the CPU time other processes used meanwhile."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    busy0, ours0 = _machine_busy_s(), _our_cpu_s()
+    busy0, ours0 = machine_busy_s(), own_cpu_s()
     proc = ctx.Process(target=target, args=(*args, queue))
     proc.start()
     result = queue.get()
     proc.join()
-    result["other_processes_cpu_s"] = round((_machine_busy_s() - busy0) - (_our_cpu_s() - ours0), 1)
+    result["other_processes_cpu_s"] = round((machine_busy_s() - busy0) - (own_cpu_s() - ours0), 1)
     return result
 
 
@@ -167,7 +169,7 @@ def main() -> None:
 
     import torch
 
-    busy0, ours0, wall0 = _machine_busy_s(), _our_cpu_s(), time.perf_counter()
+    busy0, ours0, wall0 = machine_busy_s(), own_cpu_s(), time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         scene = prepare_scene(args.fern, Path(tmp))
         gemm = _in_child(_gemm_phase)
@@ -184,7 +186,7 @@ def main() -> None:
         "machine": {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
                     "python": platform.python_version()},
         "wall_s": round(time.perf_counter() - wall0, 1),
-        "other_processes_cpu_s": round((_machine_busy_s() - busy0) - (_our_cpu_s() - ours0), 1),
+        "other_processes_cpu_s": round((machine_busy_s() - busy0) - (own_cpu_s() - ours0), 1),
         "scene": "fern, factor 8 (ingested 496x368), recipe llff, CPU",
         "gemm_gflops": gemm["gemm_gflops"],
         "network_macs_per_sample": macs,
@@ -201,20 +203,6 @@ def main() -> None:
         out["speedup_train_vs_plain_autograd"] = round(plain["s_per_iter"] / train["s_per_iter"], 2)
     print(json.dumps(out, indent=1))
 
-
-def _machine_busy_s() -> float:
-    """CPU seconds spent by everything on the machine since boot (Linux /proc/stat), 0 elsewhere."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def _our_cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
 
 
 def _cpu_name() -> str:

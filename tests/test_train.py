@@ -131,13 +131,15 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_lego):
 
 
 def test_llff_ndc_training_lowers_loss(tiny_fern):
-    params = stage.TrainParams(scene=tiny_fern, recipe="llff", run="f", device="cpu", evaluate=False,
+    params = stage.TrainParams(scene=tiny_fern, recipe="llff", run="f", device="cpu", evaluate=False, tf32=True,
                                overrides=TINY + ("factor=16", "iters=60", "log_every=10"))
     out = stage.run(params, RecordingReporter())
     losses = _losses(tiny_fern / "runs" / "f")
     assert losses[-1] < 0.8 * losses[0]
     r = out.train.result
     assert r["source"] == "llff" and r["images"] == {"train": 17, "test": 3, "size": [252, 189]}
+    assert r["tf32"] is False  # asked for, but a CPU has no TF32: the run records what it used
+    assert torch.backends.cuda.matmul.allow_tf32 is False  # the flag is the trainer's only while it trains
     assert [s["name"] for s in r["normalization"]] == ["rescale", "recenter"]
     dataset = json.loads((tiny_fern / "runs" / "f" / "dataset.json").read_text())
     assert dataset["ndc"] and dataset["ndc_near"] == 1.0 and np.asarray(dataset["c2w"]).shape == (20, 3, 4)
@@ -155,3 +157,13 @@ def test_device_choice_is_checked():
     if not torch.cuda.is_available():
         with pytest.raises(NerfpipeError, match="CUDA"):
             trainer.pick_device("cuda")
+
+
+def test_tf32_flag_is_restored_after_training_and_on_errors():
+    before = torch.backends.cuda.matmul.allow_tf32
+    with trainer.matmul_precision(True):
+        assert torch.backends.cuda.matmul.allow_tf32 is True
+    assert torch.backends.cuda.matmul.allow_tf32 == before
+    with pytest.raises(KeyboardInterrupt), trainer.matmul_precision(True):
+        raise KeyboardInterrupt
+    assert torch.backends.cuda.matmul.allow_tf32 == before

@@ -43,6 +43,8 @@ class AllParams:
     frames: int | None = None
     """Frames of the video; default: the path's own (120 for the spiral)."""
     device: str = "auto"
+    tf32: bool = False
+    """CUDA matrix products in TF32 while training."""
     scene_type: SceneKind | None = None
     """forward, arc or 360; default: decided from the registered cameras."""
 
@@ -126,7 +128,7 @@ def run(params: AllParams, reporter: Reporter | None = None) -> list[StageLine]:
     overrides = tuple(params.overrides) + ((f"data.factor={factor}",) if factor else ())
     t0 = time.perf_counter()
     outcome = train.run(train.TrainParams(scene=scene, recipe=params.recipe, overrides=overrides, device=params.device,
-                                          scene_type=params.scene_type), reporter)
+                                          scene_type=params.scene_type, tf32=params.tf32), reporter)
     psnr = (outcome.eval.result.get("mean", {}).get("psnr") if outcome.eval else None)
     figure = f"held-out PSNR {psnr:.2f} dB" if psnr is not None else f"{outcome.train.result['steps']} steps"
     lines.append(StageLine("train", outcome.train.ran or bool(outcome.eval and outcome.eval.ran),

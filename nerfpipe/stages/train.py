@@ -81,6 +81,8 @@ class TrainParams:
     """Render and score the held-out views when training finishes."""
     scene_type: SceneKind | None = None
     """forward, arc or 360; default: decided from the cameras (photo scenes only; Blender scenes are boxes)."""
+    tf32: bool = False
+    """CUDA matrix products in TF32 while training (about 1.6x faster for the llff recipe on an H100)."""
 
 
 @dataclass(frozen=True)
@@ -305,7 +307,7 @@ def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
         torch.manual_seed(recipe.training.seed)  # initial weights
         model = build_model(recipe.model, recipe.model_config, data.scene_box)
         summary = trainer_mod.train(model, data, recipe.training, folder, model_name=recipe.model, device=device,
-                                    reporter=reporter, resume_from=resume)
+                                    reporter=reporter, resume_from=resume, tf32=params.tf32)
         return {
             "run": run_name,
             "run_dir": rel,
@@ -313,6 +315,7 @@ def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
             "recipe": recipe.name,
             "source": source.kind,
             "device": str(device),
+            "tf32": params.tf32 and device.type == "cuda",
             "steps": summary.step,
             "stopped": summary.stopped,
             "steps_this_session": summary.steps_this_session,

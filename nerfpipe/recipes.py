@@ -24,7 +24,15 @@ from typing import Any, Literal
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.nerf.models import LossKind, get_model, model_names
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+def _shipped_recipes() -> Path:
+    """``nerfpipe/_recipes``: in a checkout a link to the repo's ``recipes/``, in a wheel a copy of it.
+    A checkout made without links (git on Windows) holds a small text file there: then ``recipes/``."""
+    package = Path(__file__).resolve().parent
+    bundled = package / "_recipes"
+    return bundled if bundled.is_dir() else package.parent / "recipes"
+
+
+RECIPES_DIR = _shipped_recipes()
 """The recipes shipped with nerfpipe (``--recipe NAME`` looks here)."""
 SHARED_TABLES = ("data", "training")
 

@@ -1,5 +1,9 @@
-"""Recipes: the shipped values, checked keys with the closest valid one, overrides, round trip."""
+"""Recipes: the shipped values, checked keys with the closest valid one, overrides, round trip, the wheel."""
 
+import os
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -88,3 +92,29 @@ def test_recipe_by_name_or_path_and_default(tmp_path, monkeypatch):
     (tmp_path / "fast.toml").write_text('model = "fast"\n')
     assert recipes.default_recipe_name() == "fast"
     assert Path(recipes.resolve_recipe_path("llff")) == tmp_path / "llff.toml"
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_a_wheel_carries_the_recipes_and_finds_them_installed(tmp_path):
+    """pip install from PyPI gets a wheel, not this checkout: recipes/ must travel inside the package."""
+    pytest.importorskip("setuptools", reason="building a wheel without network needs setuptools in this environment")
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                            "-q", "-w", str(tmp_path / "dist"), str(REPO)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("nerfpipe-*.whl")
+    shipped = {p.name: p.read_text() for p in (REPO / "recipes").glob("*.toml")}
+    with zipfile.ZipFile(wheel) as zf:
+        inside = {Path(n).name: zf.read(n).decode() for n in zf.namelist() if n.startswith("nerfpipe/_recipes/")}
+        zf.extractall(tmp_path / "site")
+    assert inside == shipped and "llff.toml" in inside
+    # the installed package (no checkout beside it) finds them by name
+    probe = ("import nerfpipe.recipes as r; print(r.RECIPES_DIR); print(','.join(r.recipe_names())); "
+             "print(r.load_recipe('llff').model_config.n_importance)")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})
+    assert run.returncode == 0, run.stderr[-2000:]
+    where, names, n_importance = run.stdout.split()
+    assert Path(where) == (tmp_path / "site" / "nerfpipe" / "_recipes").resolve()
+    assert names.split(",") == sorted(Path(n).stem for n in shipped) and n_importance == "64"

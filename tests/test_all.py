@@ -50,14 +50,16 @@ def test_all_end_to_end_then_cached_then_recipe_change(capture):
 
     again = RUNNER.invoke(app, args)
     assert again.exit_code == 0, again.output
-    assert again.output.count("up to date") == 4
+    assert again.output.count("up to date") == 5  # ingest, poses, report, train, render
     assert "ran" not in again.output.replace("Scene type", "")
 
     changed = RUNNER.invoke(app, ["all", str(capture), "--iters", "4", "--frames", "5", "--device", "cpu"])
     assert changed.exit_code == 0, changed.output
     lines = {line.split("│")[1].strip(): line for line in changed.output.splitlines() if line.count("│") > 3}
-    assert "up to date" in lines["ingest"] and "up to date" in lines["poses"]
+    assert "up to date" in lines["ingest"] and "up to date" in lines["poses"] and "up to date" in lines["report"]
     assert "ran" in lines["train"] and "ran" in lines["render"]
+    problems = json.loads((capture / "report.json").read_text())["problems"]
+    assert ("no problem found" in lines["report"]) == (not problems)  # the report's verdict stays in the summary
 
 
 def test_all_on_a_missing_folder_is_one_sentence(tmp_path):

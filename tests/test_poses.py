@@ -146,6 +146,7 @@ def mixed(tmp_path_factory, lego_dir, fox_dir):
     sources.update({f"fox_{n}.jpg": fox_dir / "images" / f"{n}.jpg" for n in ("0001", "0004", "0007")})
     sources["lego_r_0.jpg"] = lego_dir / "train" / "r_0.png"
     scene = _scene(tmp_path_factory.mktemp("mixed"), sources)
+    (scene / "report.failed.json").write_text("{}")  # left by an earlier run that stopped
     reporter = RecordingReporter()
     res = poses.run(_params(scene), reporter)
     return scene, res, reporter
@@ -162,6 +163,7 @@ def test_partial_registration_goes_on_with_the_registered_photos(mixed):
     assert r["images"] == FERN6 and r["stems"] == [Path(n).stem for n in FERN6]
     assert r["unregistered"] == OTHERS
     assert (r["registered"], r["photos"]) == (6, 10)
+    assert not (scene / "report.failed.json").exists()  # a finished run makes the stopped run's report stale
     unregistered_warning = [w for w in reporter.warnings if "could not be registered" in w]
     assert unregistered_warning and all(name in unregistered_warning[0] for name in OTHERS)
     # every output holds exactly the registered photos, in sorted name order
@@ -272,6 +274,18 @@ def test_under_half_registered_stops(tmp_path, lego_dir, fox_dir):
     # a second, more permissive mapping was tried before giving up
     assert any("2nd try" in t.description for t in reporter.tasks)
     _assert_nothing_written(scene)
+    # ...and the capture report of the failed run says which photos did not register and why
+    failed = json.loads((scene / "report.failed.json").read_text())
+    assert failed["poses_failed"] and failed["summary"]["registered"] == 3 and failed["figure"] == "report.failed.png"
+    unplaced = [p["name"] for p in failed["photos"] if not p["registered"]]
+    assert unplaced == ["fox_0001.jpg", "fox_0030.jpg", "lego_r_0.jpg", "lego_r_50.jpg"]
+    said = " ".join(failed["sentences"])
+    assert "4 of 7 photos did not register" in said and "too few other photos" in said
+    assert failed["sentences"][0] in reporter.warnings
+    assert any("report.failed.png" in i for i in reporter.infos)
+    with Image.open(scene / "report.failed.png") as figure:
+        assert figure.size[0] > 0
+    assert not (scene / "report.json").exists()  # the report of a finished run is never written by a failed one
 
 
 def test_fewer_than_three_registered_stops(tmp_path, lego_dir):
@@ -287,6 +301,8 @@ def test_unrelated_photos_have_no_matches(tmp_path, lego_dir, fox_dir):
     with pytest.raises(NerfpipeError, match=r"No two of the 3 photos .* share enough matching features \(3 pairs tried\)"):
         poses.run(_params(scene))
     _assert_nothing_written(scene)
+    failed = json.loads((scene / "report.failed.json").read_text())
+    assert failed["summary"]["registered"] == 0 and "3 of 3 photos did not register" in failed["sentences"][0]
 
 
 def test_photo_of_another_size_stops_and_keeps_the_finished_outputs(tmp_path):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nerfpipe import scene as scene_layout
+from nerfpipe.cache import StageResult
 from nerfpipe.cameras.scene_type import SceneKind
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.frames import VideoError, video_size
@@ -94,13 +95,15 @@ def _has_override(overrides: tuple[str, ...], key: str) -> bool:
     return any(o.split("=", 1)[0].strip() in (key, key.split(".")[-1]) for o in overrides)
 
 
-def capture_report(scene: Path, reporter: Reporter) -> None:
+def capture_report(scene: Path, reporter: Reporter) -> StageResult:
     """After poses, before the long training: the capture report's sentences (warnings when they are
     problems) and where its files are."""
-    r = report.run(report.ReportParams(scene=scene), reporter).result
+    res = report.run(report.ReportParams(scene=scene), reporter)
+    r = res.result
     for sentence in r["sentences"]:
         (reporter.warn if r["problems"] else reporter.info)(sentence)
     reporter.info(f"Capture report: {scene / report.REPORT_JSON} and {scene / report.REPORT_PNG}.")
+    return res
 
 
 def run(params: AllParams, reporter: Reporter | None = None) -> list[StageLine]:
@@ -123,7 +126,12 @@ def run(params: AllParams, reporter: Reporter | None = None) -> list[StageLine]:
     r = res.result
     lines.append(StageLine("poses", res.ran, time.perf_counter() - t0,
                            f"{len(r['images'])} of {len(r['images']) + len(r.get('unregistered', []))} registered"))
-    capture_report(scene, reporter)
+    t0 = time.perf_counter()
+    res = capture_report(scene, reporter)
+    problems = res.result["problems"]
+    lines.append(StageLine("report", res.ran, time.perf_counter() - t0,
+                           f"{problems} problem{'s' if problems != 1 else ''}: see {scene / report.REPORT_PNG}"
+                           if problems else "no problem found"))
 
     overrides = tuple(params.overrides) + ((f"data.factor={factor}",) if factor else ())
     t0 = time.perf_counter()

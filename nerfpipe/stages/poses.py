@@ -16,13 +16,13 @@ Why a copy: SIFT on fern's 4032x3024 photos takes minutes and gigabytes; on a 10
 seconds and gives poses as accurate (../shared/notes). The photos are downsampled by the smallest
 whole factor that brings the longer side under ``sfm_size``; intrinsics are scaled back exactly.
 
-What stops (one sentence, nothing written) and what warns:
+What stops (one sentence, none of the stage's outputs written) and what warns:
 
 | situation | what happens |
 | --- | --- |
 | a photo of images/ has another size than ingest recorded | stop |
-| no pair of photos shares enough verified matches | stop |
-| fewer than 3 photos registered, or fewer than half | stop, saying how many and what helps |
+| no pair of photos shares enough verified matches | stop, after the capture report of the run (``report.failed.json`` / ``.png``) |
+| fewer than 3 photos registered, or fewer than half | stop, saying how many and what helps; the capture report of the run as above |
 | some photos not registered | warn with their names, go on with the registered ones |
 | COLMAP split the photos into several models | warn, keep the largest |
 
@@ -33,6 +33,7 @@ The manifest's ``result`` is the contract with later stages: ``images`` (registe
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -59,6 +60,7 @@ from nerfpipe.cameras.conventions import (
 )
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.progress import Reporter, Stopwatch
+from nerfpipe.stages import report
 
 STAGE = "poses"
 VERSION = "1"
@@ -301,6 +303,7 @@ def _poses_body(params: PosesParams, scene: Path, ingest: dict, reporter: Report
             seconds["matching"] = sw.seconds
             verified = colmap.verified_pairs(database)
             if not verified:
+                _report_failure(scene, ingest, [], database, real_name, params.threads, reporter)
                 raise NerfpipeError(
                     f"No two of the {len(names)} photos in {images_dir} share enough matching features "
                     f"({len(pairs)} pairs tried): they seem to show different things; take overlapping photos of "
@@ -329,6 +332,7 @@ def _poses_body(params: PosesParams, scene: Path, ingest: dict, reporter: Report
         registered = models[0].num_reg_images() if models else 0
         problem = registration_problem(registered, len(names))
         if problem:
+            _report_failure(scene, ingest, models, database, real_name, params.threads, reporter)
             raise NerfpipeError(problem)
 
         # 5. outputs
@@ -406,6 +410,26 @@ def _poses_body(params: PosesParams, scene: Path, ingest: dict, reporter: Report
     return body
 
 
+def _report_failure(scene: Path, ingest: dict, models: list, database: Path, real_name: dict[str, str],
+                    workers: int, reporter: Reporter) -> None:
+    """Before the stage stops for too few registered photos: the capture report of this run (which
+    photos did not register and what their matches say about why), its sentences as warnings."""
+    try:
+        model = None
+        if models:
+            model = colmap.sparse_model(models[0])
+            model = dataclasses.replace(model, names=[real_name[n] for n in model.names])
+        inliers = {tuple(sorted((real_name.get(a, a), real_name.get(b, b)))): n
+                   for (a, b), n in colmap.pair_inliers(database).items()}
+        said = report.write_failure_report(scene, ingest, model, inliers, workers, reporter)
+    except Exception as e:  # noqa: BLE001 - a report that cannot be made must not hide why the stage stopped
+        reporter.warn(f"The capture report of this run could not be written ({type(e).__name__}: {e}).")
+        return
+    for sentence in said:
+        reporter.warn(sentence)
+    reporter.info(f"Capture report of this run: {scene / report.FAILED_JSON} and {scene / report.FAILED_PNG}.")
+
+
 def _to_advance(task):
     """on_progress(done) -> task.advance(delta)."""
     seen = [0]
@@ -473,4 +497,6 @@ def run(params: PosesParams, reporter: Reporter | None = None) -> StageResult:
         raise NerfpipeError(f"The scene folder {scene} does not exist: run `nerfpipe ingest PHOTOS --scene {scene}` first.")
     ingest = _ingested(scene)
     spec = stage_spec(params, ingest)
-    return run_stage(scene, spec, _poses_body(params, scene, ingest, reporter), force=params.force)
+    result = run_stage(scene, spec, _poses_body(params, scene, ingest, reporter), force=params.force)
+    report.remove_failure_report(scene)
+    return result

@@ -22,6 +22,10 @@ What each measure is:
 
 The stage is cached like the others (upstream: ingest and poses); the rules in
 :func:`find_problems` take plain numbers and are tested with hand-made ones.
+
+When the poses stage stops because too few photos registered, it writes the same report for the
+failed run (:func:`write_failure_report`) as ``report.failed.json`` and ``report.failed.png``: the
+finished report of an earlier run is never overwritten, and a later successful poses run removes them.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ VERSION = "1"
 REPORT_JSON = "report.json"
 REPORT_PNG = "report.png"
 OUTPUTS = [REPORT_JSON, REPORT_PNG]
+FAILED_JSON = "report.failed.json"
+FAILED_PNG = "report.failed.png"
+FAILED_OUTPUTS = [FAILED_JSON, FAILED_PNG]
 
 MIN_REDUCTION = 2
 """Photos are read from the smallest images folder at least this many times longer than the measuring
@@ -746,6 +753,25 @@ def _inputs(scene: Path) -> tuple[dict, dict]:
 def build(scene: Path, ingest: dict, posed: dict, workers: int = 1,
           reporter: Reporter | None = None) -> tuple[list[PhotoStats], list[Problem], Geometry]:
     """Measure every photo of an ingested, posed scene and find the problems (writes nothing)."""
+    colmap_dir = scene / scene_layout.COLMAP
+    database, model_dir = colmap_dir / "database.db", colmap_dir / "sparse" / "0"
+    if not database.is_file() or not model_dir.is_dir():
+        raise NerfpipeError(f"{database if not database.is_file() else model_dir} is missing: run "
+                            f"`nerfpipe poses --force {scene}`.")
+    return assess(scene, ingest, colmap.read_sparse_model(model_dir), colmap.pair_inliers(database),
+                  set(posed.get("images", [])), workers, reporter)
+
+
+def no_geometry() -> Geometry:
+    """The geometry of a run that placed no camera."""
+    return Geometry(centres={}, forwards={}, ups={}, points_seen={}, points=np.zeros((0, 3)), scene_depth=None)
+
+
+def assess(scene: Path, ingest: dict, model: colmap.SparseModel | None, inliers: dict[tuple[str, str], int],
+           registered_names: set[str], workers: int = 1,
+           reporter: Reporter | None = None) -> tuple[list[PhotoStats], list[Problem], Geometry]:
+    """Measure the ingested photos and find the problems, given the sparse model (None: no camera was
+    placed) and the verified inlier counts of the photo pairs, both in the photos' names."""
     reporter = reporter or Reporter()
     names: list[str] = list(ingest["images"])
     stems = dict(zip(ingest["images"], ingest["stems"]))
@@ -753,11 +779,6 @@ def build(scene: Path, ingest: dict, posed: dict, workers: int = 1,
     files = [
         scene / folder / (name if folder == scene_layout.IMAGES else f"{stems[name]}.png") for name in names
     ]
-    colmap_dir = scene / scene_layout.COLMAP
-    database, model_dir = colmap_dir / "database.db", colmap_dir / "sparse" / "0"
-    if not database.is_file() or not model_dir.is_dir():
-        raise NerfpipeError(f"{database if not database.is_file() else model_dir} is missing: run "
-                            f"`nerfpipe poses --force {scene}`.")
     with reporter.task("measuring photos", total=len(files), unit="images") as task:
         def one(path: Path) -> PhotoMeasure:
             m = measure(read_rgb(path))
@@ -766,9 +787,9 @@ def build(scene: Path, ingest: dict, posed: dict, workers: int = 1,
 
         with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
             measures = list(ex.map(one, files))
-    geometry = camera_geometry(colmap.read_sparse_model(model_dir))
-    neighbours = neighbours_of(names, colmap.pair_inliers(database))
-    registered = set(posed.get("images", [])) & set(geometry.centres)
+    geometry = camera_geometry(model) if model is not None else no_geometry()
+    neighbours = neighbours_of(names, inliers)
+    registered = set(registered_names) & set(geometry.centres)
     median_sharpness = float(np.median([m.sharpness for m in measures])) or 1.0
     frames = ingest.get("frames") or {}
 
@@ -818,46 +839,78 @@ def figure(photos: Sequence[PhotoStats], problems: Sequence[Problem], geometry: 
 def _report_body(scene: Path, ingest: dict, posed: dict, params: ReportParams, reporter: Reporter):
     def body(out: Path) -> dict:
         photos, problems, geometry = build(scene, ingest, posed, params.workers, reporter)
-        said = sentences(problems)
-        report = {
-            "photos": [asdict(p) for p in photos],
-            "problems": [{"kind": p.kind, "photos": list(p.photos),
-                          "names": [photos[n - 1].name for n in p.photos], "sentence": p.sentence} for p in problems],
-            "sentences": said,
-            "summary": {
-                "photos": len(photos),
-                "registered": sum(p.registered for p in photos),
-                "points3D": int(len(geometry.points)),
-                "scene_depth": None if geometry.scene_depth is None else round(geometry.scene_depth, 6),
-                "mean_reprojection_error_px": posed.get("mean_reprojection_error_px"),
-                "median_sharpness": round(float(np.median([p.sharpness for p in photos])), 2),
-                "measured_on": measuring_folder(ingest["sizes"]),
-            },
-            "thresholds": {
-                "sharpness_long_side_px": SHARPNESS_LONG_SIDE, "blurred_below": BLURRED_BELOW,
-                "dark_level": DARK_LEVEL, "bright_level": BRIGHT_LEVEL, "clipped_fraction": CLIPPED_FRACTION,
-                "under_exposed_mean": UNDER_EXPOSED_MEAN, "over_exposed_mean": OVER_EXPOSED_MEAN,
-                "exposure_step_stops": EXPOSURE_STEP_STOPS, "neighbour_min_inliers": NEIGHBOUR_MIN_INLIERS,
-                "few_neighbours": FEW_NEIGHBOURS, "still_of_depth": STILL_OF_DEPTH,
-                "still_of_spacing": STILL_OF_SPACING, "still_min_steps": STILL_MIN_STEPS,
-                "few_points_per_photo": FEW_POINTS_PER_PHOTO, "min_scene_points": MIN_SCENE_POINTS,
-            },
-            "figure": REPORT_PNG,
-        }
+        report = report_data(photos, problems, geometry, ingest, posed.get("mean_reprojection_error_px"))
         (out / REPORT_JSON).write_text(json.dumps(report, indent=1))
-        ok, png = cv2.imencode(".png", figure(photos, problems, geometry))
-        if not ok:
-            raise RuntimeError("report.png could not be encoded")
-        (out / REPORT_PNG).write_bytes(png.tobytes())
+        (out / REPORT_PNG).write_bytes(figure_png(photos, problems, geometry))
         return {
             "photos": len(photos),
             "registered": report["summary"]["registered"],
             "problems": len(problems),
-            "sentences": said,
+            "sentences": report["sentences"],
             "files": list(OUTPUTS),
         }
 
     return body
+
+
+def figure_png(photos: Sequence[PhotoStats], problems: Sequence[Problem], geometry: Geometry) -> bytes:
+    ok, png = cv2.imencode(".png", figure(photos, problems, geometry))
+    if not ok:
+        raise RuntimeError("report.png could not be encoded")
+    return png.tobytes()
+
+
+def report_data(photos: Sequence[PhotoStats], problems: Sequence[Problem], geometry: Geometry, ingest: dict,
+                reprojection_error_px: float | None, figure_name: str = REPORT_PNG) -> dict:
+    """report.json's content."""
+    said = sentences(problems)
+    return {
+        "photos": [asdict(p) for p in photos],
+        "problems": [{"kind": p.kind, "photos": list(p.photos),
+                      "names": [photos[n - 1].name for n in p.photos], "sentence": p.sentence} for p in problems],
+        "sentences": said,
+        "summary": {
+            "photos": len(photos),
+            "registered": sum(p.registered for p in photos),
+            "points3D": int(len(geometry.points)),
+            "scene_depth": None if geometry.scene_depth is None else round(geometry.scene_depth, 6),
+            "mean_reprojection_error_px": reprojection_error_px,
+            "median_sharpness": round(float(np.median([p.sharpness for p in photos])), 2),
+            "measured_on": measuring_folder(ingest["sizes"]),
+        },
+        "thresholds": {
+            "sharpness_long_side_px": SHARPNESS_LONG_SIDE, "blurred_below": BLURRED_BELOW,
+            "dark_level": DARK_LEVEL, "bright_level": BRIGHT_LEVEL, "clipped_fraction": CLIPPED_FRACTION,
+            "under_exposed_mean": UNDER_EXPOSED_MEAN, "over_exposed_mean": OVER_EXPOSED_MEAN,
+            "exposure_step_stops": EXPOSURE_STEP_STOPS, "neighbour_min_inliers": NEIGHBOUR_MIN_INLIERS,
+            "few_neighbours": FEW_NEIGHBOURS, "still_of_depth": STILL_OF_DEPTH,
+            "still_of_spacing": STILL_OF_SPACING, "still_min_steps": STILL_MIN_STEPS,
+            "few_points_per_photo": FEW_POINTS_PER_PHOTO, "min_scene_points": MIN_SCENE_POINTS,
+        },
+        "figure": figure_name,
+    }
+
+
+def write_failure_report(scene: Path, ingest: dict, model: colmap.SparseModel | None,
+                         inliers: dict[tuple[str, str], int], workers: int = 1,
+                         reporter: Reporter | None = None) -> list[str]:
+    """The report of a poses run that stopped (``report.failed.json`` and ``.png`` in the scene; each
+    file replaced whole, so a reader never sees half of one). Returns its sentences."""
+    registered = set(model.names) if model is not None else set()
+    photos, problems, geometry = assess(scene, ingest, model, inliers, registered, workers, reporter)
+    data = report_data(photos, problems, geometry, ingest, None, FAILED_PNG)
+    data["poses_failed"] = True
+    for name, payload in ((FAILED_JSON, json.dumps(data, indent=1).encode()), (FAILED_PNG, figure_png(photos, problems, geometry))):
+        tmp = scene / f".{name}.tmp"
+        tmp.write_bytes(payload)
+        os.replace(tmp, scene / name)
+    return data["sentences"]
+
+
+def remove_failure_report(scene: Path) -> None:
+    """A successful poses run makes the failed run's report stale."""
+    for name in FAILED_OUTPUTS:
+        (Path(scene) / name).unlink(missing_ok=True)
 
 
 def stage_spec(scene: Path) -> StageSpec:

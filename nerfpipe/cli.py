@@ -198,7 +198,7 @@ def render(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
     force: bool = typer.Option(False, "--force", help="Render again even if up to date."),
 ) -> None:
-    """Render the camera path (LLFF spiral, 360 circle or Blender turntable) to renders/RUN/spiral.mp4 and spiral_depth.mp4."""
+    """Render the camera path (LLFF spiral, 360 circle or Blender turntable) to renders/RUN/PATH.mp4 and PATH_depth.mp4 (PATH: spiral, circle, arc or turntable)."""
     from nerfpipe.stages import render as stage
 
     params = stage.RenderParams(scene=scene, run=run, factor=factor, frames=frames, fps=fps, frames_dir=frames_dir,

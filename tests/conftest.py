@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import cv2
 import pytest
 import torch
 
@@ -48,3 +50,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_lego(lego_dir, tmp_path_factory):
+    """8 training and 2 test views of lego at 40x40 (camera_angle_x unchanged, so the focal scales)."""
+    scene = tmp_path_factory.mktemp("lego")
+    for split, count in (("train", 8), ("test", 2), ("val", 1)):
+        meta = json.loads((lego_dir / f"transforms_{split}.json").read_text())
+        meta["frames"] = meta["frames"][:count]
+        (scene / split).mkdir()
+        for frame in meta["frames"]:
+            img = cv2.imread(str(lego_dir / (frame["file_path"] + ".png")), cv2.IMREAD_UNCHANGED)
+            cv2.imwrite(str(scene / (frame["file_path"] + ".png")), cv2.resize(img, (40, 40), interpolation=cv2.INTER_AREA))
+        (scene / f"transforms_{split}.json").write_text(json.dumps(meta))
+    return scene

@@ -39,6 +39,7 @@ def test_render_writes_colour_and_depth_videos_and_caches(trained):
     res = render.run(render.RenderParams(scene=trained, frames=6, frames_dir=True, device="cpu"), rep)
     r = res.result
     assert r["run"] == "tiny" and r["path"] == "spiral" and r["size"] == [126, 94] and r["frames"] == 6
+    assert (r["video"], r["depth_video"]) == ("renders/tiny/spiral.mp4", "renders/tiny/spiral_depth.mp4")
     frames, meta = read_video(trained / r["video"])
     assert len(frames) == 6 and frames[0].shape == (94, 126, 3)
     assert meta["codec"] == "h264" and meta["pix_fmt"].startswith("yuv420p")
@@ -63,3 +64,11 @@ def test_render_without_a_run_says_train_first(tmp_path):
         render.run(render.RenderParams(scene=tmp_path))
     with pytest.raises(NerfpipeError, match="--frames 0"):
         render.run(render.RenderParams(scene=tmp_path, run="x", frames=0))
+
+
+def test_a_blender_run_renders_the_turntable_named_after_its_path(tiny_lego):
+    train.run(train.TrainParams(scene=tiny_lego, recipe="blender", run="tiny", device="cpu", evaluate=False,
+                                overrides=TINY[:-2] + ("iters=2", "precrop_iters=0")))
+    r = render.run(render.RenderParams(scene=tiny_lego, frames=2, device="cpu")).result
+    assert r["path"] == "turntable" and r["video"] == "renders/tiny/turntable.mp4"
+    assert len(read_video(tiny_lego / r["video"])[0]) == 2 and (tiny_lego / r["depth_video"]).name == "turntable_depth.mp4"

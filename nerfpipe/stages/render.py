@@ -1,4 +1,5 @@
-"""The render stage: a trained run -> ``renders/<run>/spiral.mp4`` and ``spiral_depth.mp4``.
+"""The render stage: a trained run -> ``renders/<run>/<path>.mp4`` and ``<path>_depth.mp4``, named
+after the camera path (``spiral``, ``circle``, ``arc`` or ``turntable``).
 
 The camera path is built in the normalised world the model was trained in (the run's
 ``dataset.json``): the LLFF spiral for forward-facing (NDC) scenes, a circle at the cameras' mean
@@ -33,9 +34,12 @@ from nerfpipe.video import VideoWriter, colorize_depth, depth_range, to_uint8
 
 VERSION = "1"
 DEFAULT_FPS = 30
-VIDEO = "spiral.mp4"
-DEPTH_VIDEO = "spiral_depth.mp4"
 FRAMES_DIR = "frames"
+
+
+def video_names(kind: str) -> tuple[str, str]:
+    """(colour video, depth video) file names of a camera path of this kind."""
+    return f"{kind}.mp4", f"{kind}_depth.mp4"
 
 
 @dataclass(frozen=True)
@@ -130,13 +134,14 @@ def run(params: RenderParams, reporter: Reporter | None = None) -> StageResult:
         height, width = max(1, round(meta["height"] * scale)), max(1, round(meta["width"] * scale))
         focal = meta["focal"] * scale
         kind, path = camera_path(meta, params.frames)
+        video_name, depth_name = video_names(kind)
         folder = out / rel
         folder.mkdir(parents=True)
         if params.frames_dir:
             (folder / FRAMES_DIR).mkdir()
         depths: list[np.ndarray] = []
         t0 = time.perf_counter()
-        with VideoWriter(folder / VIDEO, fps=params.fps) as video:
+        with VideoWriter(folder / video_name, fps=params.fps) as video:
 
             def on_frame(i: int, rgb: np.ndarray, depth: np.ndarray) -> None:
                 frame = to_uint8(rgb)
@@ -148,14 +153,14 @@ def run(params: RenderParams, reporter: Reporter | None = None) -> StageResult:
             render_frames(model, meta, path, height, width, focal, reporter, on_frame)
         seconds = time.perf_counter() - t0
         near, far = depth_range(depths)
-        with VideoWriter(folder / DEPTH_VIDEO, fps=params.fps) as video:
+        with VideoWriter(folder / depth_name, fps=params.fps) as video:
             for depth in depths:
                 video.write(colorize_depth(depth, near, far))
         (folder / "path.json").write_text(json.dumps({"kind": kind, "c2w_gl": path.round(8).tolist()}))
         return {
             "run": run_name,
-            "video": f"{rel}/{VIDEO}",
-            "depth_video": f"{rel}/{DEPTH_VIDEO}",
+            "video": f"{rel}/{video_name}",
+            "depth_video": f"{rel}/{depth_name}",
             "path": kind,
             "frames": len(path),
             "size": [width, height],

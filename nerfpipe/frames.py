@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import imageio_ffmpeg
 import numpy as np
 
 from nerfpipe.progress import Task
@@ -68,6 +67,8 @@ class Clip:
     """
 
     def __init__(self, path: Path):
+        import imageio_ffmpeg  # here, not at the top: training and rendering import this module without videos
+
         try:
             probe_gen = imageio_ffmpeg.read_frames(str(path))
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -64,4 +65,19 @@ def tiny_lego(lego_dir, tmp_path_factory):
             img = cv2.imread(str(lego_dir / (frame["file_path"] + ".png")), cv2.IMREAD_UNCHANGED)
             cv2.imwrite(str(scene / (frame["file_path"] + ".png")), cv2.resize(img, (40, 40), interpolation=cv2.INTER_AREA))
         (scene / f"transforms_{split}.json").write_text(json.dumps(meta))
+    return scene
+
+
+def published_fern(fern_dir: Path, scene: Path, factor: int, photos: list[Path] | None = None,
+                   read_flag: int = cv2.IMREAD_REDUCED_COLOR_8) -> Path:
+    """``scene`` in the published LLFF layout: ``images_<factor>/`` PNGs of the fern photos at 4032x3024 /
+    factor (read with ``read_flag``, then area-resized) and the authors' poses as poses_bounds.npy.
+    ``photos``: default the 20 originals in ../shared (read at 1/8, 504x378)."""
+    size = (4032 // factor, 3024 // factor)
+    folder = scene / f"images_{factor}"
+    folder.mkdir()
+    for path in sorted(photos if photos is not None else (fern_dir / "images").glob("*.JPG")):
+        img = cv2.imread(str(path), read_flag)
+        cv2.imwrite(str(folder / f"{path.stem}.png"), cv2.resize(img, size, interpolation=cv2.INTER_AREA))
+    shutil.copy(fern_dir / "poses_bounds.reference.npy", scene / "poses_bounds.npy")
     return scene

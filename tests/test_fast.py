@@ -5,10 +5,9 @@ training, and the recipe."""
 import dataclasses
 import io
 import json
-import shutil
 
-import cv2
 import pytest
+from conftest import published_fern
 import torch
 import torch.nn.functional as F
 
@@ -194,13 +193,7 @@ def _save(state) -> io.BytesIO:
 @pytest.fixture(scope="module")
 def tiny_fern(fern_dir, tmp_path_factory):
     """Published LLFF layout at factor 32 (126x94 PNGs) with the authors' poses."""
-    scene = tmp_path_factory.mktemp("fern32")
-    (scene / "images_32").mkdir()
-    for path in sorted((fern_dir / "images").glob("*.JPG")):
-        img = cv2.imread(str(path), cv2.IMREAD_REDUCED_COLOR_8)  # 504x378
-        cv2.imwrite(str(scene / "images_32" / f"{path.stem}.png"), cv2.resize(img, (126, 94), interpolation=cv2.INTER_AREA))
-    shutil.copy(fern_dir / "poses_bounds.reference.npy", scene / "poses_bounds.npy")
-    return scene
+    return published_fern(fern_dir, tmp_path_factory.mktemp("fern32"), 32)
 
 
 @pytest.mark.slow

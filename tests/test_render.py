@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import published_fern
 
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.progress import RecordingReporter
@@ -24,12 +24,7 @@ TINY = ("nerf.netdepth=2", "nerf.netwidth=32", "nerf.netdepth_fine=2", "nerf.net
 @pytest.fixture(scope="module")
 def trained(fern_dir, tmp_path_factory):
     """Published LLFF layout: the 20 example photos at 126x94 (1/32) + poses_bounds.npy; a 4-step run."""
-    scene = tmp_path_factory.mktemp("fern32")
-    (scene / "images_32").mkdir()
-    for path in sorted(EXAMPLE.glob("*.JPG")):
-        img = cv2.imread(str(path))
-        cv2.imwrite(str(scene / "images_32" / f"{path.stem}.png"), cv2.resize(img, (126, 94), interpolation=cv2.INTER_AREA))
-    shutil.copy(fern_dir / "poses_bounds.reference.npy", scene / "poses_bounds.npy")
+    scene = published_fern(fern_dir, tmp_path_factory.mktemp("fern32"), 32, list(EXAMPLE.glob("*.JPG")), cv2.IMREAD_COLOR)
     train.run(train.TrainParams(scene=scene, recipe="llff", overrides=TINY, run="tiny", device="cpu", evaluate=False))
     return scene
 

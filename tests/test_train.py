@@ -2,12 +2,10 @@
 
 import contextlib
 import json
-import shutil
 
-import cv2
 import numpy as np
 import pytest
-from conftest import TINY_NERF
+from conftest import TINY_NERF, published_fern
 import torch
 
 from nerfpipe.cache import load_manifest
@@ -25,13 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def tiny_fern(fern_dir, tmp_path_factory):
     """Published LLFF layout: images_16 (252x189, from JPEG decoding at 1/8 then halved) + the authors' poses."""
-    scene = tmp_path_factory.mktemp("fern16")
-    (scene / "images_16").mkdir()
-    for path in sorted((fern_dir / "images").glob("*.JPG")):
-        img = cv2.imread(str(path), cv2.IMREAD_REDUCED_COLOR_8)  # 504x378
-        cv2.imwrite(str(scene / "images_16" / f"{path.stem}.png"), cv2.resize(img, (252, 189), interpolation=cv2.INTER_AREA))
-    shutil.copy(fern_dir / "poses_bounds.reference.npy", scene / "poses_bounds.npy")
-    return scene
+    return published_fern(fern_dir, tmp_path_factory.mktemp("fern16"), 16)
 
 
 def _losses(run_dir):

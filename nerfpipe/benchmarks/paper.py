@@ -197,10 +197,7 @@ def main() -> None:
             out["scenes"][name] = entry
             if args.json:
                 args.json.write_text(json.dumps(out, indent=1))
-    text = json.dumps(out, indent=1)
-    if args.json:
-        args.json.write_text(text)
-    print(text)
+    print(json.dumps(out, indent=1))  # --json was written after each scene (a long run keeps what it measured)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,15 @@ def _int_list(values: List[str], option: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _minutes(value: Optional[float]) -> Optional[float]:
+    """--minutes: a finite number of minutes, 0 for no limit (NaN and negatives are not)."""
+    import math
+
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise typer.BadParameter(f"{value} is not a number of minutes: use 0 (no limit) or more, such as 8.")
+    return value
+
+
 def _size(size) -> str:
     return f"{size[0]}x{size[1]}"
 
@@ -78,7 +87,7 @@ def ingest(
     photos: Path = typer.Argument(..., help="Folder holding the photos (may be the scene folder itself), or a video (.mp4, .mov)."),
     scene: Path = typer.Option(Path("."), "--scene", "-s", help="Scene folder to write images/, images_4/, images_8/ into."),
     factors: List[str] = typer.Option(["4", "8"], "--factors", "-f", help="Downsampling factors: --factors 4,8 (or repeat: -f 4 -f 8)."),
-    frames: int = typer.Option(100, "--frames", help="Frames kept from each video: the sharpest of each of this many windows."),
+    frames: int = typer.Option(100, "--frames", min=1, help="Frames kept from each video: the sharpest of each of this many windows."),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if it is up to date."),
 ) -> None:
     """Make the photos upright, RGB and 8-bit in images/, and downsample them into images_4/, images_8/.
@@ -117,12 +126,12 @@ def train(
     scene: Path = typer.Argument(Path("."), help="Scene folder: after ingest + poses, one with transforms.json and its images, a published LLFF scene, or a Blender scene."),
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe name (recipes/NAME.toml) or path; default fast, else llff."),
     sets: List[str] = typer.Option([], "--set", help="Override one recipe value: --set nerf.n_samples=32 (repeatable)."),
-    iters: Optional[int] = typer.Option(None, "--iters", help="Training steps (training.iters)."),
-    minutes: Optional[float] = typer.Option(None, "--minutes", help="Also stop after this many minutes (training.minutes)."),
-    factor: Optional[int] = typer.Option(None, "--factor", help="Train on images_FACTOR/ (data.factor)."),
+    iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Training steps (training.iters)."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", callback=_minutes, help="Also stop after this many minutes (training.minutes); 0: no limit."),
+    factor: Optional[int] = typer.Option(None, "--factor", min=1, help="Train on images_FACTOR/ (data.factor)."),
     loss: Optional[str] = typer.Option(None, "--loss", help="mse, smooth_l1 or l1 (training.loss)."),
-    batch_rays: Optional[int] = typer.Option(None, "--batch-rays", help="Rays per step (training.batch_rays)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (training.seed)."),
+    batch_rays: Optional[int] = typer.Option(None, "--batch-rays", min=1, help="Rays per step (training.batch_rays)."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Random seed (training.seed)."),
     run: Optional[str] = typer.Option(None, "--run", help="Run name: runs/RUN/ (default: the recipe's name)."),
     fresh: bool = typer.Option(False, "--fresh", help="Start the run over instead of resuming it."),
     device: str = typer.Option("auto", "--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps."),
@@ -176,7 +185,7 @@ def eval_(
     scene: Path = typer.Argument(Path("."), help="Scene folder holding runs/."),
     run: Optional[str] = typer.Option(None, "--run", help="Run to evaluate (default: the only one)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
-    chunk: Optional[int] = typer.Option(None, "--chunk", help="Rays per rendering call (default: from free memory)."),
+    chunk: Optional[int] = typer.Option(None, "--chunk", min=1, help="Rays per rendering call (default: from free memory)."),
     force: bool = typer.Option(False, "--force", help="Render and score again even if up to date."),
 ) -> None:
     """Render the held-out views of a run to runs/RUN/test/ and write PSNR, SSIM (and LPIPS) to runs/RUN/metrics.json."""
@@ -219,9 +228,9 @@ def all_(
     scene: Optional[Path] = typer.Option(None, "--scene", "-s", help="Scene folder for all outputs (default: the photos' folder)."),
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe name or path (default: fast, else llff)."),
     sets: List[str] = typer.Option([], "--set", help="Override one recipe value: --set training.batch_rays=2048."),
-    iters: Optional[int] = typer.Option(None, "--iters", help="Training steps."),
-    minutes: Optional[float] = typer.Option(None, "--minutes", help="Also stop training after this many minutes."),
-    factor: Optional[int] = typer.Option(None, "--factor", help="Train on photos downsampled by FACTOR (default: about 500 px wide on a CPU)."),
+    iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Training steps."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", callback=_minutes, help="Also stop training after this many minutes; 0: no limit."),
+    factor: Optional[int] = typer.Option(None, "--factor", min=1, help="Train on photos downsampled by FACTOR (default: about 500 px wide on a CPU)."),
     frames: Optional[int] = typer.Option(None, "--frames", help="Frames of the video (default 120)."),
     device: str = typer.Option("auto", "--device", help="auto (cuda, then mps, then cpu), cpu, cuda, mps."),
     tf32: bool = typer.Option(False, "--tf32", help="On an NVIDIA GPU, matrix products in TF32 while training (faster; default fp32)."),
@@ -252,8 +261,8 @@ def poses(
     matcher: str = typer.Option("auto", "--matcher", help="auto, exhaustive (every pair) or sequential (ordered frames, with loop closure)."),
     sfm_size: int = typer.Option(1024, "--sfm-size", help="Longest side in pixels of the copy SfM runs on."),
     max_features: int = typer.Option(3072, "--max-features", help="SIFT features per image."),
-    seed: int = typer.Option(0, "--seed", help="Seed of RANSAC and the mapper."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: all; 1 gives bit-identical reruns)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of RANSAC and the mapper."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: all; 1 gives bit-identical reruns)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show COLMAP's own log."),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if it is up to date."),
 ) -> None:

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import tomllib
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from nerfpipe.errors import NerfpipeError
+from nerfpipe.scene import missing
 from nerfpipe.nerf.models import LossKind, get_model, model_names
 
 def _shipped_recipes() -> Path:
@@ -56,6 +59,9 @@ class DataConfig:
     half_res: bool = False
     """Blender: load images at half resolution, 400x400 (half_res)."""
 
+    BOUNDS: ClassVar[dict[str, str]] = {"factor": ">= 1", "llffhold": ">= 0", "bd_factor": "> 0"}
+    """Allowed values (see :func:`_check_bound`)."""
+
 
 @dataclass(frozen=True)
 class TrainingConfig:
@@ -81,6 +87,12 @@ class TrainingConfig:
     """Seed of every random choice: ray batches, sample jitter, density noise, initial weights."""
     loss: LossKind = "mse"
     """Photometric loss: mse, smooth_l1 or l1. PSNR is always computed from the MSE."""
+
+    BOUNDS: ClassVar[dict[str, str]] = {
+        "iters": ">= 1", "minutes": ">= 0", "batch_rays": ">= 1", "precrop_iters": ">= 0", "precrop_frac": "(0, 1]",
+        "checkpoint_every": ">= 1", "log_every": ">= 1", "seed": ">= 0",
+    }
+    """Allowed values (see :func:`_check_bound`)."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +134,8 @@ def resolve_recipe_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists() or "/" in name_or_path:
         if not path.is_file():
-            raise NerfpipeError(f"The recipe file {path} does not exist: check the path, or name one of {', '.join(recipe_names())}.")
+            raise NerfpipeError(f"The recipe file {path} {missing(path, 'file')}: check the path, or name one of "
+                                f"{', '.join(recipe_names())}.")
         return path
     candidate = RECIPES_DIR / f"{name_or_path}.toml"
     if not candidate.is_file():
@@ -167,6 +180,8 @@ def _coerce(where: str, key: str, value: Any, hint: Any) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise NerfpipeError(f"{where}: {key} = {value!r} should be a number.")
+        if not math.isfinite(value):
+            raise NerfpipeError(f"{where}: {key} = {value!r} should be a finite number.")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -175,17 +190,54 @@ def _coerce(where: str, key: str, value: Any, hint: Any) -> Any:
     raise TypeError(f"unsupported field type {hint!r} for {key}")
 
 
-def _build(cls: type, table: dict, where: str, prefix: str, exclude: tuple[str, ...] = ()) -> Any:
+_BOUND = re.compile(r"^(?:(>=|>)\s*(-?[\d.]+)|([\[(])\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*([\])]))$")
+
+
+def _check_bound(where: str, key: str, value: Any, bound: str) -> None:
+    """Stop unless ``value`` (a number, or each number of a list) lies in ``bound``: ``">= 1"``, ``"> 0"``,
+    or an interval such as ``"(0, 1]"``."""
+    m = _BOUND.match(bound)
+    if m is None:
+        raise ValueError(f"bad bound {bound!r} for {key}")
+    for v in value if isinstance(value, tuple) else (value,):
+        if m.group(1):
+            lo, ok = float(m.group(2)), (v >= float(m.group(2))) if m.group(1) == ">=" else (v > float(m.group(2)))
+            if not ok:
+                num = int(lo) if lo.is_integer() else lo
+                wanted = f"{num} or more" if m.group(1) == ">=" else f"above {num}"
+                raise NerfpipeError(f"{where}: {key} = {_show(value)} should be {wanted}.")
+        else:
+            lo, hi = float(m.group(4)), float(m.group(5))
+            ok = (v >= lo if m.group(3) == "[" else v > lo) and (v <= hi if m.group(6) == "]" else v < hi)
+            if not ok:
+                raise NerfpipeError(f"{where}: {key} = {_show(value)} should lie in {bound}.")
+
+
+def _show(value: Any) -> str:
+    return "[" + ", ".join(map(repr, value)) + "]" if isinstance(value, tuple) else repr(value)
+
+
+def _build(cls: type, table: dict, origins: dict[str, str], where: str, prefix: str, exclude: tuple[str, ...] = ()) -> Any:
+    """``cls`` from a recipe table; each value checked for its type and bounds and named, if wrong, with
+    where it came from (``origins``: table key -> the override that set it; the file otherwise)."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.name not in exclude]
+    bounds = getattr(cls, "BOUNDS", {})
     values = {}
     for key, value in table.items():
+        came_from = origins.get(key, where)
         if key in exclude:
-            raise NerfpipeError(f"{where}: {prefix}{key} belongs in [training], not in [{prefix[:-1]}].")
+            raise NerfpipeError(f"{came_from}: {prefix}{key} belongs in [training], not in [{prefix[:-1]}].")
         if key not in names:
-            raise _unknown(where, key, names, prefix)
-        values[key] = _coerce(where, f"{prefix}{key}", value, hints[key])
-    return cls(**values)
+            raise _unknown(came_from, key, names, prefix)
+        values[key] = _coerce(came_from, f"{prefix}{key}", value, hints[key])
+        if key in bounds:
+            _check_bound(came_from, f"{prefix}{key}", values[key], bounds[key])
+    built = cls(**values)
+    problems = built.problems() if hasattr(built, "problems") else {}
+    for key, what in problems.items():
+        raise NerfpipeError(f"{origins.get(key, where)}: {prefix}{key} = {_show(getattr(built, key))} {what}.")
+    return built
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -200,12 +252,16 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def _apply_overrides(raw: dict, overrides: list[tuple[str, Any]], model: str, model_cls: type) -> None:
+def _apply_overrides(raw: dict, overrides: list[tuple[str, Any]], model: str, model_cls: type,
+                     labels: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Write ``overrides`` into ``raw``; return {table: {key: label}} for the keys they set (``labels``: the
+    override's text as given, by key; default ``--set key=value``)."""
     tables = {
         "data": [f.name for f in dataclasses.fields(DataConfig)],
         "training": [f.name for f in dataclasses.fields(TrainingConfig)],
         model: [f.name for f in dataclasses.fields(model_cls) if f.name != "loss"],
     }
+    origins: dict[str, dict[str, str]] = {}
     for key, value in overrides:
         if key == "model":
             continue
@@ -227,6 +283,8 @@ def _apply_overrides(raw: dict, overrides: list[tuple[str, Any]], model: str, mo
                 raise NerfpipeError(f"--set: unknown key {key}; did you mean {best}?")
             table, name = owners[0], key
         raw.setdefault(table, {})[name] = value
+        origins.setdefault(table, {})[name] = labels.get(key) or f"--set {key}={value}"
+    return origins
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | list[tuple[str, Any]] = ()) -> Recipe:
@@ -238,6 +296,7 @@ def load_recipe(name_or_path: str, overrides: list[str] | list[tuple[str, Any]] 
     except tomllib.TOMLDecodeError as e:
         raise NerfpipeError(f"{where} is not valid TOML ({e}): fix the line it names.") from None
     pairs = [parse_override(o) if isinstance(o, str) else o for o in overrides]
+    labels = {parse_override(o)[0]: f"--set {o.strip()}" for o in overrides if isinstance(o, str)}
     model = dict(pairs).get("model", raw.get("model"))
     if model is None:
         raise NerfpipeError(f"{where} has no model key: add model = \"nerf\" (or one of {', '.join(model_names())}).")
@@ -255,28 +314,15 @@ def load_recipe(name_or_path: str, overrides: list[str] | list[tuple[str, Any]] 
             raise _unknown(where, key, valid_top)
         if key != "model" and not isinstance(raw[key], dict):
             raise NerfpipeError(f"{where}: {key} should be a table ([{key}]).")
-    _apply_overrides(raw, pairs, model, entry.config_cls)
-    data = _build(DataConfig, raw.get("data", {}), where, "data.")
-    training = _build(TrainingConfig, raw.get("training", {}), where, "training.")
-    model_cfg = _build(entry.config_cls, raw.get(model, {}), where, f"{model}.", exclude=("loss",))
+    origins = _apply_overrides(raw, pairs, model, entry.config_cls, labels)
+    data = _build(DataConfig, raw.get("data", {}), origins.get("data", {}), where, "data.")
+    training = _build(TrainingConfig, raw.get("training", {}), origins.get("training", {}), where, "training.")
+    model_cfg = _build(entry.config_cls, raw.get(model, {}), origins.get(model, {}), where, f"{model}.", exclude=("loss",))
     model_cfg = dataclasses.replace(model_cfg, loss=training.loss)
-    _check(where, data, training)
-    return Recipe(name=path.stem, model=model, data=data, training=training, model_config=model_cfg, path=str(path))
-
-
-def _check(where: str, data: DataConfig, training: TrainingConfig) -> None:
-    if data.factor < 1:
-        raise NerfpipeError(f"{where}: data.factor = {data.factor} should be 1 or more.")
-    if training.iters < 1:
-        raise NerfpipeError(f"{where}: training.iters = {training.iters} should be 1 or more.")
-    if training.batch_rays < 1:
-        raise NerfpipeError(f"{where}: training.batch_rays = {training.batch_rays} should be 1 or more.")
-    if training.checkpoint_every < 1 or training.log_every < 1:
-        raise NerfpipeError(f"{where}: training.checkpoint_every and training.log_every should be 1 or more.")
-    if not 0 < training.precrop_frac <= 1:
-        raise NerfpipeError(f"{where}: training.precrop_frac = {training.precrop_frac} should be in (0, 1].")
     if data.ndc and data.spherify:
-        raise NerfpipeError(f"{where}: data.spherify needs data.ndc = false (NDC is for forward-facing scenes).")
+        came_from = origins.get("data", {}).get("spherify") or origins.get("data", {}).get("ndc") or where
+        raise NerfpipeError(f"{came_from}: data.spherify needs data.ndc = false (NDC is for forward-facing scenes).")
+    return Recipe(name=path.stem, model=model, data=data, training=training, model_config=model_cfg, path=str(path))
 
 
 def _toml_value(value: Any) -> str:

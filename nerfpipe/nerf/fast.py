@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -110,6 +110,21 @@ class FastConfig:
     """Weight of the total variation of the appearance planes."""
     l1_density: float = 0.0
     """Weight of the mean absolute density-grid value (a sparsity prior for mostly empty boxes)."""
+
+    BOUNDS: ClassVar[dict[str, str]] = {
+        "voxels_init": ">= 8", "voxels_final": ">= 8", "grow_at": "(0, 1)", "density_comps": ">= 1",
+        "app_comps": ">= 1", "app_dim": ">= 1", "mlp_hidden": ">= 1", "init_std": "> 0", "density_scale": "> 0",
+        "samples": ">= 2", "occupancy_threshold": "[0, 1)", "occupancy_start": "[0, 1]", "occupancy_every": ">= 1",
+        "weight_threshold": "[0, 1)", "segment": ">= 1", "stop_transmittance": "[0, 1)", "lr_grid": "> 0",
+        "lr_net": "> 0", "lr_final_ratio": "(0, 1]", "tv_density": ">= 0", "tv_app": ">= 0", "l1_density": ">= 0",
+    }
+    """Allowed values, checked where a recipe or an override sets them (see :mod:`nerfpipe.recipes`)."""
+
+    def problems(self) -> dict[str, str]:
+        """{key: what is wrong} for values that are each allowed but do not fit together."""
+        if self.voxels_final < self.voxels_init:
+            return {"voxels_final": f"should be at least voxels_init ({self.voxels_init})"}
+        return {}
 
 
 ADAM_BETAS = (0.9, 0.99)

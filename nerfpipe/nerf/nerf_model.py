@@ -16,6 +16,7 @@ implementation; two things are computed differently, with identical results:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -69,6 +70,22 @@ class NerfConfig:
     (exact; see the module docstring). false: the literal formulation with plain autograd."""
     loss: LossKind = "mse"
     """Photometric loss, copied from the recipe's [training] loss."""
+
+    BOUNDS: ClassVar[dict[str, str]] = {
+        "netdepth": ">= 2", "netwidth": ">= 1", "netdepth_fine": ">= 2", "netwidth_fine": ">= 1", "skips": ">= 0",
+        "multires": ">= 0", "multires_views": ">= 0", "n_samples": ">= 2", "n_importance": ">= 0",
+        "raw_noise_std": ">= 0", "lrate": "> 0", "lrate_decay": ">= 1",
+    }
+    """Allowed values, checked where a recipe or an override sets them (see :mod:`nerfpipe.recipes`)."""
+
+    def problems(self) -> dict[str, str]:
+        """{key: what is wrong} for values that are each allowed but do not fit together."""
+        out = {}
+        if any(k >= self.netdepth - 1 for k in self.skips):
+            out["skips"] = f"should index layers 0 to {self.netdepth - 2} of the {self.netdepth}-layer network"
+        elif self.n_importance and any(k >= self.netdepth_fine - 1 for k in self.skips):
+            out["skips"] = f"should index layers 0 to {self.netdepth_fine - 2} of the {self.netdepth_fine}-layer fine network"
+        return out
 
 
 class NerfModel(Model):

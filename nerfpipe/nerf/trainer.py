@@ -15,8 +15,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
+import re
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -151,12 +154,26 @@ def checkpoint_dir(run_dir: Path) -> Path:
     return Path(run_dir) / CHECKPOINTS
 
 
+CHECKPOINT_NAME = re.compile(r"^step_(\d+)\.pt$")
+"""A checkpoint's file name; other files in ``checkpoints/`` are not checkpoints and are left alone."""
+DAMAGED_SUFFIX = ".damaged"
+"""A damaged checkpoint is renamed ``step_<n>.pt.damaged`` when an older good one takes its place."""
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step in a checkpoint's name (``step_0001300.pt`` -> 1300)."""
+    m = CHECKPOINT_NAME.match(Path(path).name)
+    if m is None:
+        raise ValueError(f"{path} is not named like a checkpoint (step_<n>.pt)")
+    return int(m.group(1))
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Checkpoint files of a run, oldest first."""
+    """Checkpoint files of a run (``checkpoints/step_<n>.pt``), oldest first; other files are ignored."""
     folder = checkpoint_dir(run_dir)
     if not folder.is_dir():
         return []
-    return sorted(folder.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+    return sorted((p for p in folder.iterdir() if CHECKPOINT_NAME.match(p.name) and p.is_file()), key=checkpoint_step)
 
 
 def save_checkpoint(run_dir: Path, model: Model, optimizer: torch.optim.Optimizer | None, step: int, model_name: str) -> Path:
@@ -179,9 +196,83 @@ def save_checkpoint(run_dir: Path, model: Model, optimizer: torch.optim.Optimize
     return path
 
 
+class DamagedCheckpoint(NerfpipeError):
+    """A checkpoint file that cannot be loaded, or that is not a nerfpipe checkpoint."""
+
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = 0x80
+
+
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
-    """A checkpoint dict (plain tensors and numbers; loaded with weights_only=True)."""
-    return torch.load(path, map_location=device, weights_only=True)
+    """A checkpoint dict (plain tensors and numbers; loaded with weights_only=True).
+
+    Raises :class:`DamagedCheckpoint` with a sentence naming the file for a truncated or garbled file,
+    a pickle of other Python objects (refused unread: never loaded with weights_only=False), or a
+    dict that lacks what nerfpipe writes.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are not for the user
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=device, weights_only=True)
+    except OSError as e:
+        raise DamagedCheckpoint(f"The checkpoint {path} cannot be read ({e.strerror or e}).") from None
+    except pickle.UnpicklingError:
+        if head[:1] == bytes([_PICKLE_PROTO]):
+            raise DamagedCheckpoint(
+                f"{path} is not a nerfpipe checkpoint (it is a pickle of other Python objects) and was not loaded."
+            ) from None
+        raise DamagedCheckpoint(f"The checkpoint {path} is damaged (not a checkpoint file).") from None
+    except (RuntimeError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError):
+        what = "truncated or damaged" if head == _ZIP_MAGIC else "damaged (not a checkpoint file)"
+        raise DamagedCheckpoint(f"The checkpoint {path} is {what}.") from None
+    if (not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or not isinstance(ckpt.get("step"), int)
+            or not all(isinstance(v, torch.Tensor) for v in ckpt["model"].values())):
+        raise DamagedCheckpoint(f"{path} is not a nerfpipe checkpoint (it lacks the model's weights or its step).")
+    return ckpt
+
+
+def restore(model: Model, ckpt: dict, path: Path) -> None:
+    """Load a checkpoint's weights into ``model``; a checkpoint of another model is a sentence, not a traceback."""
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DamagedCheckpoint(f"{path} holds the weights of another model than its run's recipe ({first}).") from None
+
+
+def usable_checkpoint(run_dir: Path, device: torch.device | str = "cpu", *, set_aside: bool = False,
+                      reporter: Reporter | None = None) -> tuple[Path, dict] | None:
+    """The newest checkpoint of a run that loads, and its dict; None when the run has none.
+
+    A damaged newer checkpoint is named in a warning and skipped for an older good one; with
+    ``set_aside`` (when training goes on from the older one) it is renamed ``<name>.damaged`` so that
+    it neither shadows the new checkpoints nor is deleted. When no checkpoint loads, the newest's
+    :class:`DamagedCheckpoint` is raised.
+    """
+    reporter = reporter or Reporter()
+    checkpoints = list_checkpoints(run_dir)
+    damaged: list[tuple[Path, DamagedCheckpoint]] = []
+    for path in reversed(checkpoints):
+        try:
+            ckpt = load_checkpoint(path, device)
+        except DamagedCheckpoint as e:
+            damaged.append((path, e))
+            continue
+        for bad, error in damaged:
+            if set_aside:
+                aside = bad.with_name(bad.name + DAMAGED_SUFFIX)
+                os.replace(bad, aside)
+                reporter.warn(f"{error.sentence[:-1]}: renamed it {aside.name} and went back to {path.name}.")
+            else:
+                reporter.warn(f"{error.sentence[:-1]}: using the older {path.name} instead.")
+        return path, ckpt
+    if damaged:
+        raise damaged[0][1]
+    return None
 
 
 class _Events:
@@ -257,9 +348,12 @@ def train(
     start = 0
     if resume_from is not None:
         ckpt = load_checkpoint(resume_from, device)
-        model.load_state_dict(ckpt["model"])
+        restore(model, ckpt, resume_from)
         if ckpt.get("optimizer"):
-            optimizer.load_state_dict(ckpt["optimizer"])
+            try:
+                optimizer.load_state_dict(ckpt["optimizer"])
+            except (ValueError, KeyError, RuntimeError, TypeError):
+                raise DamagedCheckpoint(f"{resume_from} holds an optimiser state that does not fit its model.") from None
         start = int(ckpt["step"])
     sampler = RaySampler(data, cfg)
     events = _Events(run_dir)

@@ -129,7 +129,7 @@ def run(params: RenderParams, reporter: Reporter | None = None) -> StageResult:
 
     def body(out: Path) -> dict:
         device = pick_device(params.device)
-        model, _recipe, meta = load_run(scene, run_name, device)
+        model, _recipe, meta = load_run(scene, run_name, device, reporter)
         scale = training_factor(meta) / (params.factor or training_factor(meta))
         height, width = max(1, round(meta["height"] * scale)), max(1, round(meta["width"] * scale))
         focal = meta["focal"] * scale
@@ -170,4 +170,4 @@ def run(params: RenderParams, reporter: Reporter | None = None) -> StageResult:
             "seconds_per_frame": round(seconds / len(path), 3),
         }
 
-    return run_stage(scene, spec, body, force=params.force)
+    return run_stage(scene, spec, body, force=params.force, reporter=reporter)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -36,12 +37,12 @@ import numpy as np
 import torch
 
 from nerfpipe import scene as scene_layout
-from nerfpipe.cameras import gl_from_llff, read_poses_bounds
+from nerfpipe.cameras import gl_from_llff
 from nerfpipe.cameras.scene_type import SceneKind, classify
 from nerfpipe.cache import StageResult, StageSpec, hash_inputs, load_manifest, run_stage
 from nerfpipe.datasets.base import SceneData
 from nerfpipe.datasets.blender import is_blender_folder, load_blender
-from nerfpipe.datasets.llff import image_files, load_llff
+from nerfpipe.datasets.llff import image_files, load_llff, read_poses_file
 from nerfpipe.datasets.transforms import is_transforms_folder, load_transforms, read_frames
 from nerfpipe.datasets.transforms import scene_cameras as transforms_cameras
 from nerfpipe.errors import NerfpipeError
@@ -118,8 +119,7 @@ def run_dir(scene: Path, run: str) -> Path:
 def detect_source(scene: Path, recipe: Recipe) -> Source:
     """What kind of scene folder this is, and what the train stage's cache depends on."""
     scene = Path(scene)
-    if not scene.is_dir():
-        raise NerfpipeError(f"The scene folder {scene} does not exist: check the path.")
+    scene_layout.require_folder(scene, "The scene folder", "check the path")
     poses = load_manifest(scene, "poses")
     if poses is not None:
         names = poses.get("result", {}).get("images")
@@ -155,7 +155,7 @@ def detect_source(scene: Path, recipe: Recipe) -> Source:
 def scene_cameras(scene: Path, source: Source) -> np.ndarray | None:
     """(N, 3, 4) OpenGL camera-to-world of a photo scene's cameras (any world frame); None for a Blender scene."""
     if source.kind in ("nerfpipe", "llff"):
-        poses_llff, _ = read_poses_bounds(Path(scene) / scene_layout.POSES_BOUNDS)
+        poses_llff, _ = read_poses_file(Path(scene) / scene_layout.POSES_BOUNDS)
         return gl_from_llff(poses_llff)
     if source.kind == "transforms":
         return transforms_cameras(scene)
@@ -221,20 +221,32 @@ def _recipe_differences(old: dict, new: dict) -> list[str]:
     return diffs
 
 
-def _resume_point(folder: Path, recipe: Recipe, data_key: str, params: TrainParams, reporter: Reporter) -> Path | None:
-    """The checkpoint to resume from, None to start over (clearing the folder), or an error."""
-    checkpoints = trainer_mod.list_checkpoints(folder)
+def _resume_point(folder: Path, recipe: Recipe, data_key: str, params: TrainParams, device: torch.device,
+                  reporter: Reporter) -> Path | None:
+    """The checkpoint to resume from, None to start over, or an error.
+
+    Finished work is never deleted unasked: a run folder that cannot be resumed (its state.json is
+    unreadable, or the images or cameras changed) is moved aside to ``runs/<run>.old-<n>/`` and named
+    in a warning; only ``--fresh`` deletes it. A damaged newest checkpoint gives way to an older good
+    one (see :func:`nerfpipe.nerf.trainer.usable_checkpoint`).
+    """
     if params.fresh or not folder.exists():
         if folder.exists():
             shutil.rmtree(folder)
         return None
+    checkpoints = trainer_mod.list_checkpoints(folder)
+    if not checkpoints:
+        return None  # nothing was finished here: train over it
     state = _read_json(folder / STATE_FILE)
-    if not checkpoints or state is None:
-        shutil.rmtree(folder)
+    if state is None or not isinstance(state.get("recipe"), dict):
+        aside = set_aside(folder)
+        reporter.warn(f"{folder / STATE_FILE} is missing or unreadable, so {folder} cannot be resumed: moved it to "
+                      f"{aside} (its checkpoints are kept there) and started the run over.")
         return None
     if state.get("data_key") != data_key:
-        reporter.warn(f"The images or cameras changed since {folder} was trained: starting that run over.")
-        shutil.rmtree(folder)
+        aside = set_aside(folder)
+        reporter.warn(f"The images or cameras changed since {folder} was trained: moved it to {aside} and started "
+                      "that run over.")
         return None
     diffs = _recipe_differences(state.get("recipe", {}), recipe.to_dict())
     if diffs:
@@ -242,8 +254,14 @@ def _resume_point(folder: Path, recipe: Recipe, data_key: str, params: TrainPara
             f"{folder} was trained with another recipe ({'; '.join(diffs[:3])}): pass --fresh to start it over, "
             f"or --run NAME to train a new run beside it."
         )
-    newest = checkpoints[-1]
-    done = int(newest.stem.split("_")[1])
+    try:
+        found = trainer_mod.usable_checkpoint(folder, device, set_aside=True, reporter=reporter)
+    except trainer_mod.DamagedCheckpoint as e:
+        raise NerfpipeError(f"{e.sentence[:-1]}, and {folder} has no older checkpoint that loads: pass --fresh to "
+                            "start the run over.") from None
+    assert found is not None
+    newest, _ = found
+    done = trainer_mod.checkpoint_step(newest)
     if done > recipe.training.iters:
         raise NerfpipeError(
             f"{folder} already has {done} steps, more than the {recipe.training.iters} asked for: raise --iters, "
@@ -251,6 +269,19 @@ def _resume_point(folder: Path, recipe: Recipe, data_key: str, params: TrainPara
         )
     reporter.info(f"Resuming {folder} from step {done}.")
     return newest
+
+
+OLD_RUN = re.compile(r"\.old-\d+$")
+"""Run folders moved aside (``runs/<run>.old-<n>``): kept for the user, never read as runs."""
+
+
+def set_aside(folder: Path) -> Path:
+    """Move a run folder that cannot be trusted to ``<folder>.old-<n>`` (the first free n); return where."""
+    n = 1
+    while (aside := folder.with_name(f"{folder.name}.old-{n}")).exists():
+        n += 1
+    folder.rename(aside)
+    return aside
 
 
 def _read_json(path: Path) -> dict | None:
@@ -298,7 +329,7 @@ def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
         data = load_scene(scene, recipe, source, reporter)
         load_seconds = time.perf_counter() - t_load
         data_key = _data_key(scene, source, previous)
-        resume = _resume_point(folder, recipe, data_key, params, reporter)
+        resume = _resume_point(folder, recipe, data_key, params, device, reporter)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / RECIPE_FILE).write_text(dump_recipe(recipe))
         meta = data.meta()
@@ -330,18 +361,33 @@ def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
             "checkpoint": trainer_mod.list_checkpoints(folder)[-1].relative_to(scene).as_posix(),
         }
 
-    result = run_stage(scene, spec, body, force=params.fresh)
+    force = params.fresh or (previous is not None and not _newest_checkpoint_loads(folder))
+    result = run_stage(scene, spec, body, force=force, reporter=reporter)
     evaluated = None
     if params.evaluate:
         evaluated = run_eval(EvalParams(scene=scene, run=run_name, device=params.device), reporter)
     return TrainOutcome(result, evaluated)
 
 
+def _newest_checkpoint_loads(folder: Path) -> bool:
+    """False when a finished run's newest checkpoint is damaged: then training runs again (and goes back
+    to the newest checkpoint that loads) instead of calling the run up to date."""
+    checkpoints = trainer_mod.list_checkpoints(folder)
+    if not checkpoints:
+        return True  # the cache sees the missing run itself
+    try:
+        trainer_mod.load_checkpoint(checkpoints[-1])
+    except trainer_mod.DamagedCheckpoint:
+        return False
+    return True
+
+
 def _find_run(scene: Path, run: str | None) -> str:
     if run:
         return run
     runs_root = Path(scene) / scene_layout.RUNS
-    names = sorted(p.name for p in runs_root.iterdir() if (p / RECIPE_FILE).exists()) if runs_root.is_dir() else []
+    names = sorted(p.name for p in runs_root.iterdir()
+                   if (p / RECIPE_FILE).exists() and not OLD_RUN.search(p.name)) if runs_root.is_dir() else []
     if len(names) == 1:
         return names[0]
     if not names:
@@ -349,7 +395,8 @@ def _find_run(scene: Path, run: str | None) -> str:
     raise NerfpipeError(f"{scene} has several runs ({', '.join(names)}): choose one with --run NAME.")
 
 
-def load_run(scene: Path, run_name: str | None, device: torch.device | str = "cpu") -> tuple[Model, Recipe, dict]:
+def load_run(scene: Path, run_name: str | None, device: torch.device | str = "cpu",
+             reporter: Reporter | None = None) -> tuple[Model, Recipe, dict]:
     """The trained model of ``runs/<run>`` (newest checkpoint, eval mode), its recipe and its dataset meta.
 
     dataset meta (``dataset.json``): height, width, focal, near, far, ndc, c2w (N, 3, 4) and bounds
@@ -363,14 +410,24 @@ def load_run(scene: Path, run_name: str | None, device: torch.device | str = "cp
         raise NerfpipeError(f"There is no run {run_name!r} in {Path(scene) / scene_layout.RUNS}: train it first with `nerfpipe train`.")
     recipe = load_recipe(str(recipe_path))
     meta = _read_json(folder / DATASET_FILE)
-    checkpoints = trainer_mod.list_checkpoints(folder)
-    if meta is None or not checkpoints:
+    if meta is None or not isinstance(meta.get("scene_box"), dict):
+        raise NerfpipeError(f"{folder / DATASET_FILE} is missing or unreadable: run `nerfpipe train --fresh` to train "
+                            "the run again.")
+    try:
+        found = trainer_mod.usable_checkpoint(folder, device, reporter=reporter)
+    except trainer_mod.DamagedCheckpoint as e:
+        raise NerfpipeError(f"{e.sentence[:-1]}, and {folder} has no older checkpoint that loads: run `nerfpipe train "
+                            "--fresh` to train the run again.") from None
+    if found is None:
         raise NerfpipeError(f"{folder} has no checkpoint yet: run `nerfpipe train` again to resume it.")
+    path, ckpt = found
     model = build_model(recipe.model, recipe.model_config, SceneBox.from_dict(meta["scene_box"]))
-    ckpt = trainer_mod.load_checkpoint(checkpoints[-1], device)
-    model.load_state_dict(ckpt["model"])
+    try:
+        trainer_mod.restore(model, ckpt, path)
+    except trainer_mod.DamagedCheckpoint as e:
+        raise NerfpipeError(f"{e.sentence[:-1]}: run `nerfpipe train --fresh` to train the run again.") from None
     model.to(device).eval()
-    meta = {**meta, "step": int(ckpt["step"]), "checkpoint": checkpoints[-1].name}
+    meta = {**meta, "step": int(ckpt["step"]), "checkpoint": path.name}
     return model, recipe, meta
 
 
@@ -391,7 +448,7 @@ def run_eval(params: EvalParams, reporter: Reporter | None = None) -> StageResul
     device = trainer_mod.pick_device(params.device)
 
     def body(out: Path) -> dict:
-        model, recipe, meta = load_run(scene, run_name, device)
+        model, recipe, meta = load_run(scene, run_name, device, reporter)
         source = detect_source(scene, recipe)
         data = load_scene(scene, recipe, source, reporter)
         test_dir = out / rel / TEST_DIR
@@ -401,7 +458,7 @@ def run_eval(params: EvalParams, reporter: Reporter | None = None) -> StageResul
         (out / rel / EVAL_METRICS).write_text(json.dumps(result, indent=1))
         return {k: v for k, v in result.items() if k != "views"}
 
-    return run_stage(scene, spec, body, force=params.force)
+    return run_stage(scene, spec, body, force=params.force, reporter=reporter)
 
 
 def evaluate(model: Model, data: SceneData, test_dir: Path, *, device: torch.device, chunk: int | None = None,

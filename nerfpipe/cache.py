@@ -13,26 +13,41 @@ it writes its outputs under the folder it is given and returns a JSON-able summa
   old outputs or no manifest, never a state that a later run takes for finished.
 
 Input content is hashed once; the manifest keeps (size, mtime) beside each hash so that a re-run
-with unchanged files hashes nothing.
+with unchanged files hashes nothing. Outputs are recorded the same way (size, mtime and content hash
+of every file), so an output changed in place, even to the same size, is not taken for finished, and
+a stage that reads an upstream stage's outputs first checks they are still what that stage wrote.
+
+One nerfpipe process works on a scene at a time: :func:`run_stage` holds the scene's lock
+(``.nerfpipe/lock``, an OS file lock that dies with its process) while it checks, runs and records a
+stage; a second process waits for it, saying so, and then finds the stage up to date.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from filelock import FileLock, Timeout
 
 from nerfpipe import __version__
 from nerfpipe.errors import NerfpipeError
+from nerfpipe.progress import Reporter
+from nerfpipe.scene import require_folder
 
 MANIFEST_DIR = ".nerfpipe"
+LOCK_FILE = "lock"
+OWNER_FILE = "lock.owner"
+"""Who holds the scene's lock (pid and command line), for the sentence of a process that waits."""
 _HASH_CHUNK = 1 << 20
 
 
@@ -78,21 +93,52 @@ def manifest_path(scene: Path, name: str) -> Path:
     return Path(scene) / MANIFEST_DIR / f"{name}.json"
 
 
-def load_manifest(scene: Path, name: str) -> dict | None:
-    """The finished manifest of stage ``name``, or None if it never finished (or is unreadable)."""
-    path = manifest_path(scene, name)
+_MANIFEST_SHAPE = {"fingerprint": str, "outputs": dict, "result": dict, "inputs": dict, "upstream": dict}
+"""Keys every manifest has, and their JSON types: a file without them is damaged, not finished."""
+
+
+def _read_manifest(path: Path) -> tuple[dict | None, bool]:
+    """(manifest, damaged): (None, False) when the file is absent, (None, True) when it is not a manifest."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, False
     except (OSError, ValueError):
-        return None
+        return None, True
+    if not isinstance(data, dict) or any(not isinstance(data.get(k), t) for k, t in _MANIFEST_SHAPE.items()):
+        return None, True
+    return data, False
+
+
+def load_manifest(scene: Path, name: str) -> dict | None:
+    """The finished manifest of stage ``name``, or None if it never finished or is damaged (unreadable,
+    or JSON of another shape): a damaged manifest makes its stage run again."""
+    return _read_manifest(manifest_path(scene, name))[0]
+
+
+def stage_command(name: str, scene: Path | str = ".", redo: bool = False) -> str:
+    """The command that runs stage ``name`` in ``scene`` (``redo``: again, though it looks up to date):
+    ``train-fast`` -> ``nerfpipe train SCENE --run fast``."""
+    base, _, rest = name.partition("-")
+    if base == "ingest":
+        return f"nerfpipe ingest PHOTOS --scene {scene}" + (" --force" if redo else "")
+    if base in ("train", "undistort"):
+        return f"nerfpipe train {scene}" + (f" --run {rest}" if base == "train" and rest else "") + (" --fresh" if redo else "")
+    if base in ("eval", "render") and rest:
+        return f"nerfpipe {base} {scene} --run {rest}" + (" --force" if redo else "")
+    return f"nerfpipe {name} {scene}" + (" --force" if redo else "")
 
 
 def require_manifest(scene: Path, name: str, needed_by: str) -> dict:
-    manifest = load_manifest(scene, name)
+    path = manifest_path(scene, name)
+    manifest, damaged = _read_manifest(path)
+    if damaged:
+        raise NerfpipeError(f"{path} is damaged (not a nerfpipe manifest): run `{stage_command(name, scene)}` to "
+                            "redo that stage.")
     if manifest is None:
         raise NerfpipeError(
             f"{needed_by} needs the {name} stage to have finished in {scene}: "
-            f"run `nerfpipe {name}` there first."
+            f"run `{stage_command(name, scene)}` first."
         )
     return manifest
 
@@ -140,19 +186,79 @@ def _fingerprint(spec: StageSpec, input_hashes: Mapping[str, list], upstream: Ma
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
+def _file_signature(path: Path) -> list:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, file_hash(path)]
+
+
 def _signature(path: Path) -> Any:
-    """Cheap signature of an output: size of a file, sorted (name, size) of a folder's files."""
+    """Signature of an output: [size, mtime_ns, content hash] of a file; sorted [name, size, mtime_ns,
+    hash] of a folder's files."""
     if path.is_file():
-        return path.stat().st_size
+        return _file_signature(path)
     if path.is_dir():
-        return sorted(
-            [p.relative_to(path).as_posix(), p.stat().st_size] for p in path.rglob("*") if p.is_file()
-        )
+        return sorted([p.relative_to(path).as_posix(), *_file_signature(p)] for p in path.rglob("*") if p.is_file())
     return None
 
 
+def _file_matches(path: Path, sig: list) -> bool:
+    """Same size and content hash; the hash is recomputed only when the mtime moved."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    if len(sig) != 3 or st.st_size != sig[0]:
+        return False
+    return st.st_mtime_ns == sig[1] or file_hash(path) == sig[2]
+
+
+def _first_change(path: Path, sig: Any) -> str | None:
+    """None when the output at ``path`` is still what its manifest recorded (content, not only sizes);
+    otherwise the file (or folder) that differs, relative to ``path`` ('' for ``path`` itself)."""
+    if isinstance(sig, int):  # manifests of nerfpipe 0.1: sizes only
+        return None if path.is_file() and path.stat().st_size == sig else ""
+    if isinstance(sig, list) and sig and isinstance(sig[0], (int, float)):
+        return None if path.is_file() and _file_matches(path, sig) else ""
+    if not (isinstance(sig, list) and path.is_dir()):
+        return ""
+    recorded = {entry[0]: entry[1:] for entry in sig}
+    files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+    extra = sorted(set(files) - set(recorded)) + sorted(set(recorded) - set(files))
+    if extra:
+        return extra[0]
+    for name, rest in recorded.items():
+        if len(rest) == 1:  # nerfpipe 0.1
+            if (path / name).stat().st_size != rest[0]:
+                return name
+        elif not _file_matches(path / name, rest):
+            return name
+    return None
+
+
+def changed_outputs(scene: Path, manifest: dict) -> list[str]:
+    """Outputs of a finished stage (scene-relative; the file itself inside a folder) that are missing or
+    no longer hold what the stage wrote."""
+    changed = []
+    for rel, sig in manifest.get("outputs", {}).items():
+        path = Path(scene) / rel
+        if not path.exists():
+            changed.append(rel)
+        elif sig is not None and (inner := _first_change(path, sig)) is not None:
+            changed.append(f"{rel}/{inner}" if inner else rel)
+    return changed
+
+
 def _upstream_fingerprints(scene: Path, spec: StageSpec) -> dict[str, str]:
-    return {name: require_manifest(scene, name, f"`nerfpipe {spec.name}`")["fingerprint"] for name in spec.upstream}
+    """The fingerprints of the upstream manifests, once their outputs are checked to be what they wrote."""
+    out = {}
+    for name in spec.upstream:
+        manifest = require_manifest(scene, name, f"`{stage_command(spec.name, scene)}`")
+        changed = changed_outputs(scene, manifest)
+        if changed:
+            raise NerfpipeError(f"{Path(scene) / changed[0]} changed since the {name} stage wrote it: run "
+                                f"`{stage_command(name, scene, redo=True)}` to redo it.")
+        out[name] = manifest["fingerprint"]
+    return out
 
 
 def is_up_to_date(scene: Path, spec: StageSpec) -> bool:
@@ -167,13 +273,7 @@ def is_up_to_date(scene: Path, spec: StageSpec) -> bool:
         return False
     if manifest.get("fingerprint") != _fingerprint(spec, hashes, upstream):
         return False
-    for rel, sig in manifest.get("outputs", {}).items():
-        path = scene / rel
-        if not path.exists():
-            return False
-        if spec.staged and _signature(path) != sig:
-            return False
-    return True
+    return not changed_outputs(scene, manifest)
 
 
 def _ensure_writable(scene: Path) -> None:
@@ -202,7 +302,66 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+_LOCKS: dict[str, FileLock] = {}
+
+
+@contextlib.contextmanager
+def scene_lock(scene: Path, reporter: Reporter | None = None) -> Iterator[None]:
+    """Hold the scene's lock inside the block (re-entrant in one process: nested stages share it).
+
+    When another process holds it, say so once through ``reporter.warn`` and wait. A scene folder that
+    cannot be written takes no lock (nothing can be written there to fight over).
+    """
+    folder = Path(scene) / MANIFEST_DIR
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        yield
+        return
+    path = str((folder / LOCK_FILE).resolve())
+    lock = _LOCKS.setdefault(path, FileLock(path, thread_local=False))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            owner = (folder / OWNER_FILE).read_text().strip()
+        except OSError:
+            owner = "another process"
+        (reporter or Reporter()).warn(f"Another nerfpipe ({owner}) is working on {scene}: waiting for it to finish "
+                                      "(Ctrl-C stops this one; nothing is lost).")
+        lock.acquire()
+    except OSError:
+        yield  # a read-only scene: no lock to take
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _sign_lock(scene: Path) -> None:
+    """Note who holds the lock, for a process that waits (written only when a stage runs: an up-to-date
+    check touches no file)."""
+    command = " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv))
+    with contextlib.suppress(OSError):
+        (Path(scene) / MANIFEST_DIR / OWNER_FILE).write_text(f"pid {os.getpid()}: {command}")
+
+
 def run_stage(
+    scene: Path,
+    spec: StageSpec,
+    body: Callable[[Path], dict],
+    *,
+    force: bool = False,
+    reporter: Reporter | None = None,
+) -> StageResult:
+    """:func:`_run_stage` under the scene's lock (see :func:`scene_lock`)."""
+    require_folder(Path(scene), "The scene folder", "create it or pass another --scene")
+    with scene_lock(scene, reporter):
+        return _run_stage(Path(scene), spec, body, force=force)
+
+
+def _run_stage(
     scene: Path,
     spec: StageSpec,
     body: Callable[[Path], dict],
@@ -215,15 +374,13 @@ def run_stage(
     summary, stored as the manifest's ``result``. For a staged spec ``out`` is a temporary folder;
     otherwise it is the scene folder.
     """
-    scene = Path(scene)
-    if not scene.is_dir():
-        raise NerfpipeError(f"The scene folder {scene} does not exist: create it or pass another --scene.")
     previous = load_manifest(scene, spec.name)
     if not force and is_up_to_date(scene, spec):
         assert previous is not None
         return StageResult(spec.name, ran=False, manifest=previous)
 
     _ensure_writable(scene)
+    _sign_lock(scene)
     upstream = _upstream_fingerprints(scene, spec)
     hashes = hash_inputs(scene, spec.inputs, previous.get("inputs") if previous else None)
     fingerprint = _fingerprint(spec, hashes, upstream)

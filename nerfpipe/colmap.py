@@ -26,7 +26,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shutil
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,12 +254,17 @@ def verified_pairs(database: Path) -> dict[tuple[str, str], int]:
 def pair_inliers(database: Path) -> dict[tuple[str, str], int]:
     """{(name_a, name_b): verified inlier matches} for every pair the database holds a two-view
     geometry for (names sorted within a pair; pairs that failed verification count 0 or a few)."""
-    db = pycolmap.Database.open(Path(database))
-    try:
-        names = {im.image_id: im.name for im in db.read_all_images()}
-        pair_ids, inliers = db.read_two_view_geometry_num_inliers()
-    finally:
-        db.close()
+    # pycolmap opens a database for writing and touches it: read a copy, so the poses stage's output
+    # stays byte for byte what it wrote (the cache checks its content).
+    with tempfile.TemporaryDirectory(prefix="nerfpipe-db-") as tmp:
+        copy = Path(tmp) / "database.db"
+        shutil.copyfile(database, copy)
+        db = pycolmap.Database.open(copy)
+        try:
+            names = {im.image_id: im.name for im in db.read_all_images()}
+            pair_ids, inliers = db.read_two_view_geometry_num_inliers()
+        finally:
+            db.close()
     out = {}
     for pair_id, n in zip(pair_ids, inliers):
         a, b = pycolmap.pair_id_to_image_pair(pair_id)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nerfpipe.errors import NerfpipeError
+
 IMAGES = "images"
 PHOTOS = "photos"
 COLMAP = "colmap"
@@ -30,3 +32,19 @@ def find_photos_dir(scene: Path) -> Path:
     """Where a scene's photos are: ``scene/photos`` if it exists, else the scene folder itself."""
     scene = Path(scene)
     return scene / PHOTOS if (scene / PHOTOS).is_dir() else scene
+
+
+def missing(path: Path, want: str = "folder") -> str:
+    """Why ``path`` is not the ``want`` ("folder" or "file") asked for: 'does not exist', 'is a file, not a folder'."""
+    path = Path(path)
+    if not path.exists():
+        return "does not exist"
+    return "is a file, not a folder" if want == "folder" else "is a folder, not a file"
+
+
+def require_folder(path: Path, label: str, advice: str) -> Path:
+    """``path`` if it is a folder; else one sentence: '{label} {path} does not exist: {advice}.'"""
+    path = Path(path)
+    if not path.is_dir():
+        raise NerfpipeError(f"{label} {path} {missing(path)}: {advice}.")
+    return path

@@ -86,7 +86,8 @@ def test_nerfpipe_scene_takes_names_from_the_poses_manifest(tmp_path):
     np.save(tmp_path / "poses_bounds.npy", arr)
     _images(tmp_path / "images", ["a.jpg", "b.jpg", "c.jpg", "d.jpg"])  # d.jpg was not registered
     (tmp_path / ".nerfpipe").mkdir()
-    (tmp_path / ".nerfpipe" / "poses.json").write_text(json.dumps({"result": {"images": ["a.jpg", "c.jpg", "d.jpg"]}}))
+    manifest = {"fingerprint": "f", "inputs": {}, "upstream": {}, "outputs": {}, "result": {"images": ["a.jpg", "c.jpg", "d.jpg"]}}
+    (tmp_path / ".nerfpipe" / "poses.json").write_text(json.dumps(manifest))
     convert.run(convert.ConvertParams(tmp_path / "poses_bounds.npy", tmp_path / "out" / "t.json"))
     assert read_transforms(tmp_path / "out" / "t.json").file_paths == ["../images/a.jpg", "../images/c.jpg", "../images/d.jpg"]
     with pytest.raises(NerfpipeError, match="holds 3 cameras but .* has 4 images: pass .*--images"):

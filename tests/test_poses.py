@@ -321,7 +321,8 @@ def test_photo_of_another_size_stops_and_keeps_the_finished_outputs(tmp_path):
     photo = scene / "images" / "IMG_4027.jpg"
     with Image.open(photo) as img:
         img.resize((504, 378)).save(photo, quality=90)
-    with pytest.raises(NerfpipeError, match=r"IMG_4027.jpg is 504x378 while the other photos are 1008x756"):
+    with pytest.raises(NerfpipeError, match=r"images/IMG_4027.jpg changed since the ingest stage wrote it: run "
+                                            r"`nerfpipe ingest PHOTOS --scene .* --force`"):
         poses.run(_params(scene, threads=1))
     # the failing run changed nothing that had finished
     assert (scene / scene_layout.POSES_BOUNDS).read_bytes() == before

@@ -125,12 +125,39 @@ def colmap_from_gl(c2w_gl: np.ndarray) -> np.ndarray:
 # poses_bounds.npy
 
 
+ROTATION_TOLERANCE = 1e-3
+"""Largest entry of R^T R - I for a camera's 3x3 rotation to count as one."""
+
+
 def read_poses_bounds(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """poses_bounds.npy -> (poses_llff (N, 3, 5), bounds (N, 2))."""
-    arr = np.load(path)
-    if arr.ndim != 2 or arr.shape[1] != 17:
-        raise ValueError(f"{path} has shape {arr.shape}, not (N, 17)")
-    return arr[:, :15].reshape(-1, 3, 5), arr[:, 15:17]
+    """poses_bounds.npy -> (poses_llff (N, 3, 5), bounds (N, 2)).
+
+    Raises ValueError saying what is wrong for a file that is not a usable one: not an .npy array
+    (or a pickle, never loaded), not N x 17, not finite, a rotation that is not one, a size or focal
+    length that is not positive, or bounds with near <= 0 or far <= near.
+    """
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError):
+        raise ValueError("it is not a NumPy .npy array") from None
+    if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.shape[1] != 17 or arr.shape[0] < 1:
+        raise ValueError(f"it has shape {getattr(arr, 'shape', '?')}, not (N, 17)")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"it holds {arr.dtype} values, not numbers")
+    arr = arr.astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+    if bad.size:
+        raise ValueError(f"row {bad[0]} holds NaN or infinite values")
+    poses, bounds = arr[:, :15].reshape(-1, 3, 5), arr[:, 15:17]
+    rot = poses[:, :, :3]
+    err = np.abs(np.einsum("nji,njk->nik", rot, rot) - np.eye(3)).max(axis=(1, 2))
+    if (bad := np.flatnonzero(err > ROTATION_TOLERANCE)).size:
+        raise ValueError(f"the camera of row {bad[0]} has a 3x3 part that is not a rotation")
+    if (bad := np.flatnonzero((poses[:, :, 4] <= 0).any(axis=1))).size:
+        raise ValueError(f"row {bad[0]} has an image size or focal length that is not positive")
+    if (bad := np.flatnonzero((bounds[:, 0] <= 0) | (bounds[:, 1] <= bounds[:, 0]))).size:
+        raise ValueError(f"row {bad[0]} has near/far bounds {bounds[bad[0]].tolist()}, not 0 < near < far")
+    return poses, bounds
 
 
 def write_poses_bounds(path: Path, poses_llff: np.ndarray, bounds: np.ndarray) -> None:
@@ -268,6 +295,30 @@ def _camera_from(entry: dict, top: dict) -> PinholeCamera:
     )
 
 
+def _check_matrix(matrix: np.ndarray, i: int) -> None:
+    """A camera-to-world matrix must be finite with a rotation (any scale: some tools write one) in it."""
+    if not np.isfinite(matrix).all():
+        raise ValueError(f"frame {i} has NaN or infinite values in its transform_matrix")
+    rot = matrix[:3, :3]
+    scale = np.linalg.norm(rot, axis=0)
+    if scale.min() <= 1e-9 or not np.allclose(scale, scale.mean(), rtol=1e-3):
+        raise ValueError(f"frame {i} has a transform_matrix whose 3x3 part is not a rotation")
+    unit = rot / scale
+    if np.abs(unit.T @ unit - np.eye(3)).max() > ROTATION_TOLERANCE:
+        raise ValueError(f"frame {i} has a transform_matrix whose 3x3 part is not a rotation")
+
+
+def _check_camera(camera: PinholeCamera, i: int | None) -> None:
+    where = "the shared camera" if i is None else f"frame {i}"
+    values = asdict(camera)
+    for key, value in values.items():
+        if not math.isfinite(value):
+            raise ValueError(f"{where} has {key} = {value}")
+    for key in ("w", "h", "fl_x", "fl_y"):
+        if values[key] <= 0:
+            raise ValueError(f"{where} has {key} = {values[key]:g}, which should be above 0")
+
+
 def read_transforms(path: Path) -> Transforms:
     """Read a nerfstudio / instant-ngp transforms.json (shared or per-frame intrinsics).
 
@@ -281,16 +332,23 @@ def read_transforms(path: Path) -> Transforms:
     shared = None
     for i, frame in enumerate(frames):
         if NEAR_KEY in frame and FAR_KEY in frame:
-            bounds.append((float(frame[NEAR_KEY]), float(frame[FAR_KEY])))
+            near, far = float(frame[NEAR_KEY]), float(frame[FAR_KEY])
+            if not (math.isfinite(near) and math.isfinite(far) and 0 < near < far):
+                raise ValueError(f"frame {i} has near = {near:g}, far = {far:g}, not 0 < near < far")
+            bounds.append((near, far))
         matrix = np.asarray(frame.get("transform_matrix"), dtype=np.float64)
         if matrix.shape not in ((4, 4), (3, 4)):
             raise ValueError(f"frame {i} has a transform_matrix of shape {matrix.shape}, not 4x4")
+        _check_matrix(matrix, i)
         file_paths.append(str(frame.get("file_path", "")))
         poses.append(to_homogeneous(matrix))
         if any(k in frame for k in ("fl_x", "camera_angle_x", "w")):
             cameras.append(_camera_from(frame, data))
+            _check_camera(cameras[-1], i)
         else:
-            shared = shared or _camera_from({}, data)
+            if shared is None:
+                shared = _camera_from({}, data)
+                _check_camera(shared, None)
             cameras.append(shared)
     extra = {k: v for k, v in data.items() if k not in ("frames", "camera_model", *INTRINSIC_KEYS)}
     return Transforms(file_paths, np.stack(poses), cameras, str(data.get("camera_model", "OPENCV")), extra,

@@ -68,6 +68,18 @@ def image_files(scene: Path, factor: int, stems: list[str] | None) -> list[Path]
     return paths
 
 
+def read_poses_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`~nerfpipe.cameras.conventions.read_poses_bounds` with a damaged file turned into one sentence."""
+    path = Path(path)
+    try:
+        return read_poses_bounds(path)
+    except FileNotFoundError:
+        raise NerfpipeError(f"There is no {path.name} in {path.parent}: run `nerfpipe poses {path.parent}` first.") from None
+    except (OSError, ValueError) as e:
+        raise NerfpipeError(f"{path} is not a usable LLFF poses file ({e}): run `nerfpipe poses {path.parent} --force` "
+                            "to write it again, or restore it.") from None
+
+
 def load_llff(
     scene: Path,
     *,
@@ -87,10 +99,7 @@ def load_llff(
     pb_path = scene / scene_layout.POSES_BOUNDS
     if not pb_path.exists():
         raise NerfpipeError(f"There is no {pb_path.name} in {scene}: run `nerfpipe poses --scene {scene}` first.")
-    try:
-        poses_llff, bounds = read_poses_bounds(pb_path)
-    except ValueError as e:
-        raise NerfpipeError(f"{pb_path} is not an LLFF poses file ({e}): run `nerfpipe poses` again.") from None
+    poses_llff, bounds = read_poses_file(pb_path)
     paths = image_files(scene, factor, stems)
     if len(paths) != poses_llff.shape[0]:
         raise NerfpipeError(

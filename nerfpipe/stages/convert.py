@@ -185,7 +185,7 @@ def run(params: ConvertParams, reporter: Reporter | None = None) -> ConvertResul
     params = ConvertParams(src, dst, params.images, params.drop_missing, params.force)
     kinds = (_kind(src), _kind(dst))
     if not src.is_file():
-        raise NerfpipeError(f"{src} does not exist: pass the poses_bounds.npy or transforms.json to convert.")
+        raise NerfpipeError(f"{src} {scene_layout.missing(src, 'file')}: pass the poses_bounds.npy or transforms.json to convert.")
     if dst.exists() and dst.resolve() == src.resolve():
         raise NerfpipeError(f"{dst} is the file being converted and is never overwritten: write to another file.")
     if dst.exists() and not params.force:

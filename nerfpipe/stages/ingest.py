@@ -354,5 +354,5 @@ def run(params: IngestParams, reporter: Reporter | None = None) -> StageResult:
         inputs=candidates + videos,
         outputs=scene_layout.output_names(factors),
     )
-    return run_stage(scene, spec, _ingest_body(photos, candidates, videos, params, reporter), force=params.force)
+    return run_stage(scene, spec, _ingest_body(photos, candidates, videos, params, reporter), force=params.force, reporter=reporter)
 

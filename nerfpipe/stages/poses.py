@@ -493,10 +493,9 @@ def run(params: PosesParams, reporter: Reporter | None = None) -> StageResult:
         raise NerfpipeError(f"--sfm-size {params.sfm_size} is too small for SfM: use 160 pixels or more (1024 is the default).")
     if params.max_features < 256:
         raise NerfpipeError(f"--max-features {params.max_features} is too few for SfM: use 256 or more (3072 is the default).")
-    if not scene.is_dir():
-        raise NerfpipeError(f"The scene folder {scene} does not exist: run `nerfpipe ingest PHOTOS --scene {scene}` first.")
+    scene_layout.require_folder(scene, "The scene folder", f"run `nerfpipe ingest PHOTOS --scene {scene}` first")
     ingest = _ingested(scene)
     spec = stage_spec(params, ingest)
-    result = run_stage(scene, spec, _poses_body(params, scene, ingest, reporter), force=params.force)
+    result = run_stage(scene, spec, _poses_body(params, scene, ingest, reporter), force=params.force, reporter=reporter)
     report.remove_failure_report(scene)
     return result

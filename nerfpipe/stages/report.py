@@ -739,8 +739,7 @@ def draw_topdown(
 
 def _inputs(scene: Path) -> tuple[dict, dict]:
     """(ingest result, poses result), or one sentence saying which stage to run first."""
-    if not scene.is_dir():
-        raise NerfpipeError(f"The scene folder {scene} does not exist: pass the folder you ran `nerfpipe ingest` into.")
+    scene_layout.require_folder(scene, "The scene folder", "pass the folder you ran `nerfpipe ingest` into")
     ingest = load_manifest(scene, "ingest")
     if ingest is None:
         raise NerfpipeError(f"{scene} has no ingested photos yet: run `nerfpipe ingest PHOTOS --scene {scene}` first.")
@@ -932,7 +931,7 @@ def run(params: ReportParams, reporter: Reporter | None = None) -> StageResult:
     reporter = reporter or Reporter()
     scene = Path(params.scene)
     ingest, posed = _inputs(scene)
-    return run_stage(scene, stage_spec(scene), _report_body(scene, ingest, posed, params, reporter), force=params.force)
+    return run_stage(scene, stage_spec(scene), _report_body(scene, ingest, posed, params, reporter), force=params.force, reporter=reporter)
 
 
 def load(scene: Path) -> dict:

@@ -168,4 +168,4 @@ def run(params: UndistortParams, reporter: Reporter | None = None) -> StageResul
             "undistorted": p.resample,
         }
 
-    return run_stage(scene, spec, body, force=params.force)
+    return run_stage(scene, spec, body, force=params.force, reporter=reporter)

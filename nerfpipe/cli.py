@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from nerfpipe import __version__
 from nerfpipe.errors import NerfpipeError
-from nerfpipe.progress import CONSOLE, RichReporter
+from nerfpipe.progress import CONSOLE, ERR_CONSOLE, RichReporter
 
 app = typer.Typer(
     help="From a folder of phone photos to a Neural Radiance Field and a fly-through video.\n\n"
@@ -45,10 +47,10 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except NerfpipeError as e:
-            CONSOLE.print(f"[bold red]error:[/] {e.sentence}", soft_wrap=True)
+            ERR_CONSOLE.print(f"[bold red]error:[/] {escape(e.sentence)}", soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            CONSOLE.print(
+            ERR_CONSOLE.print(
                 "[yellow]interrupted:[/] what had finished is kept; run the same command again to go on."
             )
             raise typer.Exit(130) from None
@@ -420,6 +422,10 @@ def convert(
 
 
 def main() -> None:
+    # Libraries' own warnings (Pillow on odd EXIF, numpy on empty slices, torch notes) are not for the
+    # user of a command: what matters is said in nerfpipe's sentences. PYTHONWARNINGS brings them back.
+    if not sys.warnoptions:
+        warnings.simplefilter("ignore")
     app(prog_name="nerfpipe")
 
 

@@ -5,9 +5,12 @@ Pillow reads every format here; it is what imageio itself reads images with.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
@@ -25,6 +28,11 @@ UNSUPPORTED_PHOTO_SUFFIXES = {
 }
 
 Image.MAX_IMAGE_PIXELS = 300_000_000  # panoramas are fine; a decompression bomb is not
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key of a file name in natural order: '2.jpg' before '10.jpg'."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", name))
 
 
 class PhotoError(Exception):
@@ -46,11 +54,40 @@ class PhotoInfo:
     """Pillow's format name: 'JPEG', 'PNG', ..."""
     mode: str
     """Pillow's mode: 'RGB', 'L', 'I;16', 'RGBA', 'CMYK', ..."""
+    exif_damaged: bool = False
+    """The EXIF block is unreadable: the photo is used as stored (no rotation, no focal length)."""
 
 
-def _exif_camera(img: Image.Image) -> tuple[str, int]:
-    exif = img.getexif()
-    orientation = int(exif.get(ExifTags.Base.Orientation, 1) or 1)
+@contextlib.contextmanager
+def open_photo(path) -> Iterator[tuple[Image.Image, Image.Exif | None]]:
+    """``with open_photo(path) as (img, exif)``: the Pillow image and its EXIF (empty when it has none;
+    None when the EXIF block is damaged). Pillow's warnings about a damaged EXIF block are caught
+    here, never shown; other warnings while opening mean a damaged file (PhotoError)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        img = Image.open(path)
+        exif = img.getexif()
+        try:
+            dict(exif)  # parse every tag now
+        except Exception:  # malformed EXIF must not reject a good photo
+            exif = None
+    try:
+        messages = [str(w.message) for w in caught]
+        if any("exif" in m.lower() for m in messages):
+            exif = None
+        others = [m for m in messages if "exif" not in m.lower()]
+        if others:
+            raise PhotoError(f"it is truncated or corrupt ({others[0].strip()})")
+        yield img, exif
+    finally:
+        img.close()
+
+
+def _exif_camera(exif: Image.Exif) -> tuple[str, int]:
+    try:
+        orientation = int(exif.get(ExifTags.Base.Orientation, 1) or 1)
+    except (TypeError, ValueError):
+        orientation = 1
     make = str(exif.get(ExifTags.Base.Make, "") or "").strip("\x00 ")
     model = str(exif.get(ExifTags.Base.Model, "") or "").strip("\x00 ")
     focal = ""
@@ -68,12 +105,14 @@ def _exif_camera(img: Image.Image) -> tuple[str, int]:
 def probe(path: Path) -> PhotoInfo:
     """Header-only look at a photo (fast); raises PhotoError if it is not a readable image."""
     try:
-        with Image.open(path) as img:
-            camera, orientation = _exif_camera(img)
+        with open_photo(path) as (img, exif):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                camera, orientation = _exif_camera(exif) if exif is not None else ("", 1)
             w, h = img.size
             if orientation in (5, 6, 7, 8):
                 w, h = h, w
-            return PhotoInfo(w, h, camera, orientation, img.format or "", img.mode)
+            return PhotoInfo(w, h, camera, orientation, img.format or "", img.mode, exif_damaged=exif is None)
     except Image.DecompressionBombError:
         raise PhotoError("it is too large to be a photo") from None
     except (OSError, ValueError, SyntaxError) as e:
@@ -110,16 +149,19 @@ def read_rgb8(path: Path) -> tuple[np.ndarray, bytes | None]:
     """The whole photo, upright, as (H, W, 3) uint8, and its EXIF (orientation reset) if any.
 
     Raises PhotoError for a truncated or corrupt file: Pillow is told not to paper over missing
-    data, and its warnings about bad data are errors here.
+    data, and its warnings about bad pixel data are errors here. A damaged EXIF block alone is not:
+    the photo is read as stored, without EXIF.
     """
     try:
-        with warnings.catch_warnings():
+        with open_photo(path) as (img, photo_exif), warnings.catch_warnings():
             warnings.simplefilter("error")
-            with Image.open(path) as img:
-                img.load()
+            img.load()
+            if photo_exif is None:
+                upright, exif = img, None
+            else:
                 upright = ImageOps.exif_transpose(img)
                 exif = upright.info.get("exif")
-                arr = _to_rgb8(upright)
+            arr = _to_rgb8(upright)
     except Image.DecompressionBombError:
         raise PhotoError("it is too large to be a photo") from None
     except (OSError, ValueError, SyntaxError, Warning) as e:

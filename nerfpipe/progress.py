@@ -23,9 +23,13 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.markup import escape
 from rich.text import Text
 
 CONSOLE = Console(highlight=False)
+"""Results (stdout)."""
+ERR_CONSOLE = Console(highlight=False, stderr=True)
+"""Progress bars, warnings and errors (stderr): ``nerfpipe all ... > log`` still shows what went wrong."""
 
 
 class Task:
@@ -95,8 +99,9 @@ class _RichTask(Task):
 class RichReporter(Reporter):
     """Progress bars and messages on the terminal."""
 
-    def __init__(self, console: Console = CONSOLE, verbose: bool = False):
+    def __init__(self, console: Console = CONSOLE, verbose: bool = False, err_console: Console = ERR_CONSOLE):
         self.console = console
+        self.err_console = err_console
         self.verbose = verbose
 
     @contextlib.contextmanager
@@ -111,7 +116,7 @@ class RichReporter(Reporter):
             TextColumn("eta"),
             TimeRemainingColumn(),
             _StatsColumn(),
-            console=self.console,
+            console=self.err_console,
             transient=False,
         )
         with progress:
@@ -119,7 +124,7 @@ class RichReporter(Reporter):
             yield _RichTask(progress, task_id)
 
     def warn(self, sentence: str) -> None:
-        self.console.print(f"[yellow]warning:[/] {sentence}")
+        self.err_console.print(f"[yellow]warning:[/] {escape(sentence)}", soft_wrap=True)
 
     def info(self, sentence: str) -> None:
         self.console.print(sentence)

@@ -374,6 +374,13 @@ def train(
                     stopped = "minutes"
                     break
                 stats = train_step(model, optimizer, base_lrs, sampler, step, cfg, device)
+                if not math.isfinite(stats["loss"]):
+                    kept = list_checkpoints(run_dir)
+                    raise NerfpipeError(
+                        f"Training diverged at step {step + 1}: the loss is {stats['loss']}"
+                        + (f" (the checkpoint {kept[-1].name} before it is kept)" if kept else "")
+                        + ": lower the learning rate, or check the cameras and images of the scene."
+                    )
                 step += 1
                 for k, v in stats.items():
                     window[k] = window.get(k, 0.0) + v

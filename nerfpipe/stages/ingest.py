@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import re
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +43,8 @@ from nerfpipe import scene as scene_layout
 from nerfpipe.cache import StageResult, StageSpec, run_stage
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.frames import DEFAULT_FRAMES, VIDEO_SUFFIXES, VideoError, extract_frames
-from nerfpipe.photos import PHOTO_SUFFIXES, UNSUPPORTED_PHOTO_SUFFIXES, PhotoError, probe, read_rgb8
+from nerfpipe.photos import (PHOTO_SUFFIXES, UNSUPPORTED_PHOTO_SUFFIXES, PhotoError, natural_key, open_photo, probe,
+                             read_rgb8)
 from nerfpipe.progress import Reporter
 
 STAGE = "ingest"
@@ -149,8 +151,9 @@ def _process_one(path: Path, stem: str, factors: tuple[int, ...], out: Path) -> 
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()
     rgb, exif = read_rgb8(io.BytesIO(data))
     height, width = rgb.shape[:2]
-    with Image.open(io.BytesIO(data)) as img:
-        fmt, mode, orientation = img.format, img.mode, img.getexif().get(0x0112, 1)
+    with open_photo(io.BytesIO(data)) as (img, photo_exif):
+        fmt, mode = img.format, img.mode
+    orientation = photo_exif.get(0x0112, 1) if photo_exif is not None else "damaged"
     if fmt == "JPEG" and mode == "RGB" and orientation in (1, None):
         full_name = f"{stem}.jpg"
         (out / scene_layout.IMAGES / full_name).write_bytes(data)
@@ -182,6 +185,16 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
     path.write_bytes(buf.tobytes())
 
 
+_COPY_NAME = re.compile(r"copy|kopie|copie|\(\d+\)", re.IGNORECASE)
+"""Names that say 'a copy of': 'IMG_1 copy', 'Copy of IMG_1', 'IMG_1 - Copy', 'IMG_1 (1)'."""
+
+
+def _original_first(path: Path) -> tuple:
+    """Sort key putting the original of identical photos first: a name that does not read as a copy,
+    then the older file (a copy is written later), then the earlier name in natural order."""
+    return (bool(_COPY_NAME.search(path.stem)), path.stat().st_mtime_ns, natural_key(path.name))
+
+
 def _select(candidates: list[Path], reporter: Reporter) -> tuple[list[Path], list[tuple[str, str]]]:
     """Drop empty, unreadable, duplicate and odd-sized photos; return the kept ones and (file, reason)."""
     skipped: list[tuple[str, str]] = []
@@ -191,13 +204,13 @@ def _select(candidates: list[Path], reporter: Reporter) -> tuple[list[Path], lis
             skipped.append((path.name, "it is empty (0 bytes): copy it from the phone again"))
         else:
             readable.append(path)
-    # Exact copies: keep the shortest name ('IMG_1.jpg' over 'IMG_1 copy.jpg').
+    # Exact copies: keep the original (see _original_first).
     by_hash: dict[str, list[Path]] = {}
     for path in readable:
         by_hash.setdefault(hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest(), []).append(path)
     copies = {}
     for same in by_hash.values():
-        keep = min(same, key=lambda p: (len(p.name), p.name))
+        keep = min(same, key=_original_first)
         copies.update({p: keep for p in same if p != keep})
     infos: dict[Path, tuple] = {}
     for path in readable:
@@ -209,6 +222,9 @@ def _select(candidates: list[Path], reporter: Reporter) -> tuple[list[Path], lis
         except PhotoError as e:
             skipped.append((path.name, str(e)))
             continue
+        if info.exif_damaged:
+            reporter.warn(f"{path.name} has a damaged EXIF block: it is used as stored (not turned by its EXIF "
+                          "orientation, no focal length for SfM).")
         infos[path] = (info.width, info.height, info.camera)
     if not infos:
         return [], skipped
@@ -354,5 +370,6 @@ def run(params: IngestParams, reporter: Reporter | None = None) -> StageResult:
         inputs=candidates + videos,
         outputs=scene_layout.output_names(factors),
     )
-    return run_stage(scene, spec, _ingest_body(photos, candidates, videos, params, reporter), force=params.force, reporter=reporter)
+    return run_stage(scene, spec, _ingest_body(photos, candidates, videos, params, reporter), force=params.force,
+                     reporter=reporter)
 

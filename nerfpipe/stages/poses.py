@@ -496,6 +496,7 @@ def run(params: PosesParams, reporter: Reporter | None = None) -> StageResult:
     scene_layout.require_folder(scene, "The scene folder", f"run `nerfpipe ingest PHOTOS --scene {scene}` first")
     ingest = _ingested(scene)
     spec = stage_spec(params, ingest)
-    result = run_stage(scene, spec, _poses_body(params, scene, ingest, reporter), force=params.force, reporter=reporter)
+    result = run_stage(scene, spec, _poses_body(params, scene, ingest, reporter), force=params.force,
+                       reporter=reporter)
     report.remove_failure_report(scene)
     return result

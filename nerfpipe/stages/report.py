@@ -757,8 +757,13 @@ def build(scene: Path, ingest: dict, posed: dict, workers: int = 1,
     if not database.is_file() or not model_dir.is_dir():
         raise NerfpipeError(f"{database if not database.is_file() else model_dir} is missing: run "
                             f"`nerfpipe poses --force {scene}`.")
-    return assess(scene, ingest, colmap.read_sparse_model(model_dir), colmap.pair_inliers(database),
-                  set(posed.get("images", [])), workers, reporter)
+    try:
+        model, inliers = colmap.read_sparse_model(model_dir), colmap.pair_inliers(database)
+    except (RuntimeError, ValueError, OSError) as e:
+        what = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise NerfpipeError(f"{colmap_dir} is damaged (pycolmap cannot read it: {what}): run "
+                            f"`nerfpipe poses {scene} --force` to redo it.") from None
+    return assess(scene, ingest, model, inliers, set(posed.get("images", [])), workers, reporter)
 
 
 def no_geometry() -> Geometry:
@@ -931,7 +936,8 @@ def run(params: ReportParams, reporter: Reporter | None = None) -> StageResult:
     reporter = reporter or Reporter()
     scene = Path(params.scene)
     ingest, posed = _inputs(scene)
-    return run_stage(scene, stage_spec(scene), _report_body(scene, ingest, posed, params, reporter), force=params.force, reporter=reporter)
+    return run_stage(scene, stage_spec(scene), _report_body(scene, ingest, posed, params, reporter), force=params.force,
+                     reporter=reporter)
 
 
 def load(scene: Path) -> dict:

@@ -383,11 +383,15 @@ def _newest_checkpoint_loads(folder: Path) -> bool:
 
 
 def _find_run(scene: Path, run: str | None) -> str:
-    if run:
-        return run
     runs_root = Path(scene) / scene_layout.RUNS
     names = sorted(p.name for p in runs_root.iterdir()
                    if (p / RECIPE_FILE).exists() and not OLD_RUN.search(p.name)) if runs_root.is_dir() else []
+    if run:
+        if run not in names:
+            known = f" (runs there: {', '.join(names)})" if names else ""
+            raise NerfpipeError(f"There is no run {run!r} in {runs_root}{known}: train it with "
+                                f"`nerfpipe train {scene} --run {run}`, or choose another with --run.")
+        return run
     if len(names) == 1:
         return names[0]
     if not names:

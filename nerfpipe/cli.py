@@ -177,8 +177,6 @@ def _print_eval(scene: Path, res) -> None:
     parts = [f"{k.upper()} {v:.4g}" for k, v in mean.items()]
     state = "up to date" if not res.ran else f"{r['count']} held-out views, {r['s_per_view']:.1f} s/view"
     CONSOLE.print(f"eval ({state}): {', '.join(parts) or 'no held-out views'} -> {scene / 'runs' / r['run'] / 'metrics.json'}")
-    if r.get("lpips", "").startswith("not computed"):
-        CONSOLE.print(f"LPIPS {r['lpips']}.")
 
 
 @app.command(name="eval")

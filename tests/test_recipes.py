@@ -107,14 +107,19 @@ def test_a_wheel_carries_the_recipes_and_finds_them_installed(tmp_path):
     shipped = {p.name: p.read_text() for p in (REPO / "recipes").glob("*.toml")}
     with zipfile.ZipFile(wheel) as zf:
         inside = {Path(n).name: zf.read(n).decode() for n in zf.namelist() if n.startswith("nerfpipe/_recipes/")}
+        weights = zf.read("nerfpipe/nerf/weights/lpips_alex.npz")  # LPIPS travels too, with its licences
+        assert "BSD 3-Clause" in zf.read("nerfpipe/nerf/weights/LICENSES.txt").decode()
         zf.extractall(tmp_path / "site")
+    assert weights == (REPO / "nerfpipe" / "nerf" / "weights" / "lpips_alex.npz").read_bytes()
     assert inside == shipped and "llff.toml" in inside
     # the installed package (no checkout beside it) finds them by name
     probe = ("import nerfpipe.recipes as r; print(r.RECIPES_DIR); print(','.join(r.recipe_names())); "
-             "print(r.load_recipe('llff').model_config.n_importance)")
+             "print(r.load_recipe('llff').model_config.n_importance); "
+             "import torch; from nerfpipe.nerf.metrics import Lpips; print(Lpips()(torch.zeros(64, 64, 3), torch.ones(64, 64, 3)) > 0)")
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
                          env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})
     assert run.returncode == 0, run.stderr[-2000:]
-    where, names, n_importance = run.stdout.split()
+    where, names, n_importance, lpips_runs = run.stdout.split()
+    assert lpips_runs == "True"
     assert Path(where) == (tmp_path / "site" / "nerfpipe" / "_recipes").resolve()
     assert names.split(",") == sorted(Path(n).stem for n in shipped) and n_importance == "64"

@@ -140,7 +140,7 @@ def train_and_score(scene: Path, recipe_name: str, overrides: list[str], iters: 
         "per_view_psnr": [v["psnr"] for v in metrics["views"]],
         "eval_s_per_view": metrics["s_per_view"],
         "eval_chunk": metrics["chunk"],
-        "lpips": metrics["lpips"],
+        "heldout_lpips": metrics["mean"].get("lpips"),
         "peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 1024**3, 2) if torch.cuda.is_available() else None,
     }
 

@@ -1,4 +1,4 @@
-"""Image quality metrics: PSNR, SSIM (the standard 11x11 Gaussian window) and LPIPS when available locally.
+"""Image quality metrics: PSNR, SSIM (the standard 11x11 Gaussian window) and LPIPS (AlexNet, v0.1).
 
 SSIM follows Wang et al. 2004 as NeRF papers compute it (e.g. mip-NeRF's ``compute_ssim``):
 Gaussian window 11x11 with sigma 1.5, K1 = 0.01, K2 = 0.03, data range 1, 'valid' filtering (no
@@ -17,8 +17,6 @@ from torch import Tensor
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03
-LPIPS_ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
-"""The torchvision AlexNet weights the lpips package needs, looked up in the local torch hub cache only."""
 
 
 def mse_to_psnr(mse: float | Tensor) -> float:
@@ -60,35 +58,48 @@ def ssim(pred: Tensor, target: Tensor, *, window: int = SSIM_WINDOW, sigma: floa
     return float((num / den).mean())
 
 
-class Lpips:
-    """LPIPS (AlexNet) when the ``lpips`` package and its AlexNet weights are on this machine.
+LPIPS_WEIGHTS = Path(__file__).resolve().parent / "weights" / "lpips_alex.npz"
+"""LPIPS v0.1 with AlexNet, shipped in the wheel (made by :mod:`nerfpipe.nerf.weights.convert_lpips`)."""
+_LPIPS_SHIFT = (-0.030, -0.088, -0.188)
+_LPIPS_SCALE = (0.458, 0.448, 0.450)
+_ALEX_CONVS = ((11, 4, 2), (5, 1, 2), (3, 1, 1), (3, 1, 1), (3, 1, 1))
+"""(kernel, stride, padding) of AlexNet's five convolutions; max-pooling 3/2 after the first two."""
 
-    Nothing is downloaded: ``available`` is False, and ``reason`` says why, when either is missing.
+
+class Lpips:
+    """LPIPS (Zhang et al. 2018), AlexNet, linear layers v0.1: the distance NeRF papers report.
+
+    The same network as the ``lpips`` package's ``LPIPS(net="alex")``: inputs scaled to [-1, 1] and
+    shifted by its scaling layer, the ReLU outputs of AlexNet's five convolutions, each normalised over
+    its channels, squared differences weighted by the learned 1x1 layers, averaged over the image and
+    summed. The weights ship with nerfpipe (nothing is downloaded).
     """
 
     def __init__(self, device: torch.device | str = "cpu"):
-        self.model = None
-        self.reason = ""
-        try:
-            import lpips  # noqa: F401  (optional)
-        except ImportError:
-            self.reason = "the lpips package is not installed (pip install lpips, then place its AlexNet weights in the torch hub cache)"
-            return
-        weights = Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_ALEXNET_FILE
-        if not weights.exists():
-            self.reason = f"the AlexNet weights {weights} are not on this machine, and nerfpipe never downloads at run time"
-            return
-        import lpips
+        import numpy as np
 
-        self.model = lpips.LPIPS(net="alex", verbose=False).to(device).eval()
+        with np.load(LPIPS_WEIGHTS) as f:
+            w = {k: torch.from_numpy(f[k]).to(device) for k in f.files}
+        self.convs = [(w[f"conv{i}.weight"], w[f"conv{i}.bias"], k) for i, k in enumerate(_ALEX_CONVS)]
+        self.lins = [w[f"lin{i}.weight"] for i in range(5)]
+        self.shift = torch.tensor(_LPIPS_SHIFT, device=device).view(1, 3, 1, 1)
+        self.scale = torch.tensor(_LPIPS_SCALE, device=device).view(1, 3, 1, 1)
         self.device = device
 
-    @property
-    def available(self) -> bool:
-        return self.model is not None
+    def _features(self, x: Tensor) -> list[Tensor]:
+        """x (1, 3, H, W) in [-1, 1] -> the five ReLU outputs, each normalised over its channels."""
+        x = (x - self.shift) / self.scale
+        out = []
+        for i, (weight, bias, (_, stride, pad)) in enumerate(self.convs):
+            x = F.relu(F.conv2d(x, weight, bias, stride=stride, padding=pad))
+            out.append(x / (torch.sqrt(torch.sum(x * x, dim=1, keepdim=True)) + 1e-10))
+            if i < 2:
+                x = F.max_pool2d(x, kernel_size=3, stride=2)
+        return out
 
     def __call__(self, pred: Tensor, target: Tensor) -> float:
-        """pred, target (H, W, 3) in [0, 1] -> LPIPS distance (lower is better)."""
+        """pred, target (H, W, 3) in [0, 1] -> LPIPS distance (0 for identical images; lower is better)."""
         to = lambda t: t.permute(2, 0, 1)[None].float().to(self.device) * 2.0 - 1.0  # noqa: E731
         with torch.no_grad():
-            return float(self.model(to(pred), to(target)))
+            fa, fb = self._features(to(pred)), self._features(to(target))
+            return float(sum(F.conv2d((a - b) ** 2, lin).mean() for a, b, lin in zip(fa, fb, self.lins)))

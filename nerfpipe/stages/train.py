@@ -18,8 +18,8 @@ date. The manifest's result records the camera normalisation (scale, recenter an
 matrices) so that the render stage maps its cameras the same way.
 
 Eval (``eval-<run>``, a staged stage downstream of ``train-<run>``) renders the held-out views into
-``runs/<run>/test/`` and writes ``runs/<run>/metrics.json`` (per-view and mean PSNR, SSIM, and LPIPS
-when its weights are on this machine).
+``runs/<run>/test/`` and writes ``runs/<run>/metrics.json`` (per-view and mean PSNR, SSIM and LPIPS,
+AlexNet v0.1, as the papers report them).
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ from nerfpipe.recipes import Recipe, default_recipe_name, dump_recipe, load_reci
 from nerfpipe.stages import undistort
 
 VERSION = "1"
-EVAL_VERSION = "1"
+EVAL_VERSION = "2"
+LPIPS_KIND = "AlexNet, linear layers v0.1 (shipped with nerfpipe)"
 RECIPE_FILE = "recipe.toml"
 DATASET_FILE = "dataset.json"
 STATE_FILE = "state.json"
@@ -482,9 +483,7 @@ def evaluate(model: Model, data: SceneData, test_dir: Path, *, device: torch.dev
             name = f"{i:03d}_{Path(data.names[i]).stem}.png"
             _write_png(test_dir / name, rgb)
             view = {"index": i, "name": data.names[i], "file": name, "psnr": round(psnr(rgb, target), 4),
-                    "ssim": round(ssim(rgb, target), 5)}
-            if lpips.available:
-                view["lpips"] = round(lpips(rgb, target), 5)
+                    "ssim": round(ssim(rgb, target), 5), "lpips": round(lpips(rgb, target), 5)}
             views.append(view)
     seconds = time.perf_counter() - t0
     mean = {k: round(float(np.mean([v[k] for v in views])), 5) for k in ("psnr", "ssim", "lpips") if views and k in views[0]}
@@ -493,7 +492,7 @@ def evaluate(model: Model, data: SceneData, test_dir: Path, *, device: torch.dev
         "mean": mean,
         "count": len(views),
         "size": [data.width, data.height],
-        "lpips": "computed" if lpips.available else f"not computed: {lpips.reason}",
+        "lpips": LPIPS_KIND,
         "seconds": round(seconds, 3),
         "s_per_view": round(seconds / max(1, len(views)), 3),
         "chunk": chunk,

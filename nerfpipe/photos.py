@@ -15,12 +15,24 @@ from typing import Iterator
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
+try:  # iPhones save HEIC by default: pillow-heif (a wheel with libheif inside) teaches Pillow to read it
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()  # libheif turns the image upright and sets EXIF orientation to 1
+    HEIF_SUFFIXES = {".heic", ".heif"}
+except ImportError:  # pragma: no cover - a platform without its wheel
+    HEIF_SUFFIXES = set()
+
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"} | HEIF_SUFFIXES
 """Suffixes read as photos (any case)."""
+HEIF_FORMATS = {"HEIF"}
+"""Pillow format names of HEIC / HEIF photos (re-encoded as JPEG with their EXIF, for SfM's focal length)."""
 UNSUPPORTED_PHOTO_SUFFIXES = {
-    ".heic": "HEIC photos cannot be read yet: export them as JPEG (on an iPhone: Settings > Camera > "
-    "Formats > Most Compatible) and ingest again",
-    ".heif": "HEIF photos cannot be read yet: export them as JPEG and ingest again",
+    **({} if HEIF_SUFFIXES else {
+        ".heic": "HEIC photos cannot be read here (pillow-heif is not installed): pip install pillow-heif, or export "
+        "them as JPEG (on an iPhone: Settings > Camera > Formats > Most Compatible), and ingest again",
+        ".heif": "HEIF photos cannot be read here (pillow-heif is not installed): pip install pillow-heif, or export "
+        "them as JPEG, and ingest again"}),
     ".dng": "RAW (DNG) photos cannot be read: export them as JPEG or PNG and ingest again",
     ".cr2": "RAW photos cannot be read: export them as JPEG or PNG and ingest again",
     ".nef": "RAW photos cannot be read: export them as JPEG or PNG and ingest again",

@@ -17,11 +17,16 @@ import dataclasses
 import difflib
 import math
 import re
-import tomllib
+import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.scene import missing

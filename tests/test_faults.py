@@ -402,3 +402,17 @@ def test_an_output_changed_in_place_is_not_up_to_date(tmp_path):
         poses.run(poses.PosesParams(scene=scene))
     again = ingest.run(ingest.IngestParams(photos=scene / "photos", scene=scene, factors=(8,)))
     assert again.ran and small.read_bytes() != bytes(data)
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"camera_model": "OPENCV_FISHEYE"}, "its camera_model is OPENCV_FISHEYE"),
+    ({"camera_model": "EQUIRECTANGULAR"}, "its camera_model is EQUIRECTANGULAR"),
+    ({"k3": 0.01}, "its camera has k3 = 0.01, a distortion term beyond OPENCV's k1, k2, p1, p2"),
+    ({"k4": -0.2}, "its camera has k4 = -0.2"),
+])
+def test_cameras_nerfpipe_would_read_wrongly_are_refused_not_truncated(tmp_path, change, says):
+    src = _transforms(tmp_path / "transforms.json", **change)
+    result = RUNNER.invoke(app, ["convert", str(src), str(tmp_path / "pb.npy")])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and f"cannot be read as it is meant ({says}" in said, result.output
+    assert "undistort the images to a pinhole camera first" in said and not (tmp_path / "pb.npy").exists()

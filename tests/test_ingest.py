@@ -217,7 +217,8 @@ def test_bad_files_among_good_photos_are_skipped_with_a_warning(tmp_path):
     (photos / "empty.jpg").write_bytes(b"")
     (photos / "notes.txt").write_text("shot on a cloudy day")
     (photos / "IMG_000 copy.jpg").write_bytes(data)  # duplicate bytes
-    (photos / "IMG_9999.HEIC").write_bytes(b"\x00" * 100)
+    (photos / "IMG_9999.HEIC").write_bytes(b"\x00" * 100)  # named HEIC, not one
+    (photos / "IMG_9998.DNG").write_bytes(b"\x00" * 100)
     _jpeg(photos / "odd_size.jpg", w=320, h=240, seed=9)
     _jpeg(photos / "other_phone.jpg", seed=10, make="OtherCam")
     before = _digests(photos)
@@ -225,7 +226,7 @@ def test_bad_files_among_good_photos_are_skipped_with_a_warning(tmp_path):
     assert res.result["images"] == [p.name for p in good]
     warned = "\n".join(rep.warnings)
     for name in ("truncated.jpg", "garbage.jpg", "empty.jpg", "notes.txt", "IMG_000 copy.jpg", "IMG_9999.HEIC",
-                 "odd_size.jpg", "other_phone.jpg"):
+                 "IMG_9998.DNG", "odd_size.jpg", "other_phone.jpg"):
         assert name in warned, name
     assert "exact copy of IMG_000.jpg" in warned
     assert "320x240" in warned and "OtherCam" in warned
@@ -351,3 +352,30 @@ def test_cli_factors_comma_list_and_summary(tmp_path):
     assert "up to date" in again.output
     bad = RUNNER.invoke(app, ["ingest", str(tmp_path / "photos"), "--scene", str(tmp_path), "--factors", "four"])
     assert bad.exit_code == 1 and "whole numbers" in bad.output
+
+
+def test_heic_photos_from_an_iphone_are_read_upright_with_their_focal_length(tmp_path):
+    """HEIC (the iPhone's default) through pillow-heif: upright as EXIF orientation says, and the EXIF focal
+    length kept in images/ for SfM (a HEIC is re-encoded as JPEG with its EXIF)."""
+    pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif is a dependency of nerfpipe")
+    from PIL import ExifTags
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        img = Image.fromarray(_pattern(256, 192, seed=i))  # red block top-left as shot (landscape sensor)
+        exif = Image.Exif()
+        exif[0x010F], exif[0x0110], exif[ORIENTATION] = "Apple", "iPhone 13", 6  # held upright: rotate 90 cw
+        exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.FocalLength] = 5.1
+        img.save(photos / f"IMG_{i:04d}.HEIC", format="HEIF", exif=exif.tobytes(), quality=95)
+    assert pillow_heif.is_supported(photos / "IMG_0000.HEIC")
+    res, rep = _run(photos, tmp_path)
+    assert res.result["images"] == ["IMG_0000.jpg", "IMG_0001.jpg", "IMG_0002.jpg"] and not rep.warnings
+    out = _open(tmp_path / "images" / "IMG_0000.jpg")
+    assert out.size == (192, 256)  # portrait, as the phone was held
+    rgb = np.asarray(out, dtype=np.int16)
+    assert (rgb[:48, -40:, 0] > 200).mean() > 0.9 and (rgb[:48, -40:, 1] < 60).mean() > 0.9  # red block top-right
+    with Image.open(tmp_path / "images" / "IMG_0000.jpg") as img:
+        exif = img.getexif()
+        assert exif.get(ORIENTATION, 1) == 1 and exif.get(0x0110) == "iPhone 13"
+        assert float(exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.FocalLength]) == pytest.approx(5.1)

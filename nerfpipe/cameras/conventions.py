@@ -319,12 +319,34 @@ def _check_camera(camera: PinholeCamera, i: int | None) -> None:
             raise ValueError(f"{where} has {key} = {values[key]:g}, which should be above 0")
 
 
+CAMERA_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL")
+"""transforms.json camera models read exactly: pinhole with at most k1, k2, p1, p2 (OPENCV's terms)."""
+UNHELD_TERMS = ("k3", "k4", "k5", "k6")
+"""Distortion terms the OPENCV model above does not hold: a camera that uses them is refused, not truncated."""
+
+
+class UnsupportedCamera(ValueError):
+    """A transforms.json whose camera nerfpipe would read wrongly (fisheye, equirectangular, k3 ...)."""
+
+
 def read_transforms(path: Path) -> Transforms:
     """Read a nerfstudio / instant-ngp transforms.json (shared or per-frame intrinsics).
 
-    Raises ValueError with what is wrong for a file that is not one.
+    Raises ValueError with what is wrong for a file that is not one, and :class:`UnsupportedCamera`
+    for a camera model or distortion term that would be read as something else.
     """
     data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise ValueError("it is not a JSON object")
+    model = str(data.get("camera_model", "OPENCV"))
+    if model.upper() not in CAMERA_MODELS:
+        raise UnsupportedCamera(f"its camera_model is {model}")
+    for entry in [data, *[f for f in data.get("frames") or [] if isinstance(f, dict)]]:
+        if str(entry.get("camera_model", model)).upper() not in CAMERA_MODELS:
+            raise UnsupportedCamera(f"a frame's camera_model is {entry['camera_model']}")
+        for key in UNHELD_TERMS:
+            if float(entry.get(key) or 0.0) != 0.0:
+                raise UnsupportedCamera(f"its camera has {key} = {entry[key]}, a distortion term beyond OPENCV's k1, k2, p1, p2")
     frames = data.get("frames")
     if not isinstance(frames, list) or not frames:
         raise ValueError("it has no frames")

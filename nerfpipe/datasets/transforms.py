@@ -34,7 +34,7 @@ import numpy as np
 
 from nerfpipe import scene as scene_layout
 from nerfpipe.cache import load_manifest
-from nerfpipe.cameras.conventions import Transforms, read_transforms
+from nerfpipe.cameras.conventions import Transforms, UnsupportedCamera, read_transforms
 from nerfpipe.cameras.normalize import BD_FACTOR, estimate_bounds
 from nerfpipe.datasets.base import SceneData
 from nerfpipe.datasets.llff import llff_scene_data, read_image
@@ -77,6 +77,10 @@ def read_transforms_file(path: Path) -> Transforms:
         return read_transforms(path)
     except FileNotFoundError:
         raise NerfpipeError(f"There is no {path.name} in {path.parent}: check the path.") from None
+    except UnsupportedCamera as e:
+        raise NerfpipeError(f"{path} cannot be read as it is meant ({e}): nerfpipe reads pinhole and OPENCV cameras "
+                            "(k1, k2, p1, p2); undistort the images to a pinhole camera first (for example with "
+                            "ns-process-data --camera-type perspective).") from None
     except (OSError, ValueError, TypeError, AttributeError) as e:
         raise NerfpipeError(f"{path} is not a nerfstudio / instant-ngp transforms.json ({e}): fix or replace it.") from None
 

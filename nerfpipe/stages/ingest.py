@@ -14,7 +14,7 @@ What stops and what warns (one sentence each, naming the file):
 | --- | --- |
 | missing photo folder, empty folder, no photo in it | stop |
 | the photo folder is one ingest writes to (``images/``) | stop: photos are never overwritten |
-| a file that is not a photo (``notes.txt``) or a format we cannot read (HEIC, RAW) | warn, skip |
+| a file that is not a photo (``notes.txt``) or a format we cannot read (RAW) | warn, skip |
 | a zero-byte, truncated or corrupt photo | warn, skip |
 | an exact copy of another photo (same bytes) | warn, skip the later name |
 | photos of another size or camera than most (portrait among landscape, a second phone) | warn, skip them |
@@ -43,8 +43,8 @@ from nerfpipe import scene as scene_layout
 from nerfpipe.cache import StageResult, StageSpec, run_stage
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.frames import DEFAULT_FRAMES, VIDEO_SUFFIXES, VideoError, extract_frames
-from nerfpipe.photos import (PHOTO_SUFFIXES, UNSUPPORTED_PHOTO_SUFFIXES, PhotoError, natural_key, open_photo, probe,
-                             read_rgb8)
+from nerfpipe.photos import (HEIF_FORMATS, PHOTO_SUFFIXES, UNSUPPORTED_PHOTO_SUFFIXES, PhotoError, natural_key,
+                             open_photo, probe, read_rgb8)
 from nerfpipe.progress import Reporter
 
 STAGE = "ingest"
@@ -157,7 +157,7 @@ def _process_one(path: Path, stem: str, factors: tuple[int, ...], out: Path) -> 
     if fmt == "JPEG" and mode == "RGB" and orientation in (1, None):
         full_name = f"{stem}.jpg"
         (out / scene_layout.IMAGES / full_name).write_bytes(data)
-    elif fmt == "JPEG":
+    elif fmt == "JPEG" or fmt in HEIF_FORMATS:
         full_name = f"{stem}.jpg"
         Image.fromarray(rgb).save(
             out / scene_layout.IMAGES / full_name, quality=JPEG_QUALITY, **({"exif": exif} if exif else {})

@@ -361,6 +361,27 @@ def report(
     _print_report(scene, data["sentences"], len(data["problems"]))
 
 
+@app.command()
+@user_errors
+def export(
+    scene_arg: Optional[Path] = typer.Argument(None, metavar="[SCENE]", help="Scene folder, posed (default: .)."),
+    scene_opt: Optional[Path] = typer.Option(None, "--scene", "-s", help="Same as SCENE."),
+    force: bool = typer.Option(False, "--force", help="Write the exports again even if they are up to date."),
+) -> None:
+    """Write exports/ for other tools: the sparse points (sparse_pc.ply), a nerfstudio transforms.json that names
+    them, an undistorted PINHOLE COLMAP folder (3D Gaussian Splatting), an instant-ngp transforms.json."""
+    from nerfpipe.stages import export as stage
+
+    if scene_arg is not None and scene_opt is not None and scene_arg != scene_opt:
+        raise NerfpipeError(f"Two scene folders given ({scene_arg} and --scene {scene_opt}): pass one.")
+    scene = scene_arg or scene_opt or Path(".")
+    res = stage.run(stage.ExportParams(scene=scene, force=force), RichReporter())
+    r = res.result
+    state = "up to date" if not res.ran else f"{res.seconds:.1f} s"
+    CONSOLE.print(f"export ({state}): {r['points']} points and {r['frames']} cameras in {scene / r['folder']} "
+                  f"(sparse_pc.ply, nerfstudio/, colmap/, instant-ngp/ with aabb_scale {r['aabb_scale']}).")
+
+
 @app.command(name="compare-poses")
 @user_errors
 def compare_poses(

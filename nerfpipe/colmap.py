@@ -441,3 +441,35 @@ def write_rescaled_model(rec: pycolmap.Reconstruction, output_dir: Path, width: 
     rec.update_point_3d_errors()  # in pixels of the full-resolution images from here on
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     rec.write_binary(Path(output_dir))
+
+
+def point_colors(model_dir: Path, image_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The sparse points of the model in ``model_dir``: (P, 3) float64 positions and (P, 3) uint8 colours,
+    the mean colour of each point's observations in the images of ``image_dir`` when given (the poses
+    stage maps on grey-level copies, so the model itself holds no colour)."""
+    rec = pycolmap.Reconstruction(Path(model_dir))
+    if image_dir is not None:
+        with colmap_logging(verbose=False):
+            rec.extract_colors_for_all_images(Path(image_dir))
+    points = list(rec.points3D.values())
+    xyz = np.array([p.xyz for p in points], dtype=np.float64).reshape(-1, 3)
+    rgb = np.array([p.color for p in points], dtype=np.uint8).reshape(-1, 3)
+    return xyz, rgb
+
+
+def undistort_to_pinhole(model_dir: Path, image_dir: Path, output: Path) -> None:
+    """Undistort the images of the model onto PINHOLE cameras: ``output/images/`` and ``output/sparse/0/``,
+    the layout 3D Gaussian Splatting and nerfstudio read (COLMAP's own undistorter, COLMAP output type;
+    its dense-stereo extras are left out)."""
+    output = Path(output)
+    with colmap_logging(verbose=False):
+        pycolmap.undistort_images(output, Path(model_dir), Path(image_dir), output_type="COLMAP")
+    model = output / "sparse" / "0"
+    model.mkdir(parents=True)
+    for f in list((output / "sparse").iterdir()):
+        if f.is_file():
+            f.rename(model / f.name)
+    for extra in ("stereo",):
+        shutil.rmtree(output / extra, ignore_errors=True)
+    for script in output.glob("run-colmap-*.sh"):
+        script.unlink()

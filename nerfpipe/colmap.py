@@ -473,3 +473,23 @@ def undistort_to_pinhole(model_dir: Path, image_dir: Path, output: Path) -> None
         shutil.rmtree(output / extra, ignore_errors=True)
     for script in output.glob("run-colmap-*.sh"):
         script.unlink()
+
+
+OPENCV_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV")
+"""COLMAP camera models that an OPENCV camera (fx, fy, cx, cy, k1, k2, p1, p2) holds exactly."""
+_OPENCV_NAME = {"f": ("fl_x", "fl_y"), "fx": ("fl_x",), "fy": ("fl_y",), "cx": ("cx",), "cy": ("cy",),
+                "k": ("k1",), "k1": ("k1",), "k2": ("k2",), "p1": ("p1",), "p2": ("p2",)}
+
+
+def opencv_intrinsics(camera: pycolmap.Camera) -> dict[str, float]:
+    """A COLMAP camera as transforms.json's OPENCV keys (fl_x, fl_y, cx, cy, w, h, k1, k2, p1, p2), read by
+    the model's own parameter names (never by position). ValueError for a model OPENCV cannot hold."""
+    if camera.model_name not in OPENCV_MODELS:
+        raise ValueError(f"camera {camera.camera_id} is {camera.model_name}, which nerfpipe cannot train on "
+                         f"(it reads {', '.join(OPENCV_MODELS)})")
+    out = {"w": int(camera.width), "h": int(camera.height), "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0}
+    names = [n.strip() for n in camera.params_info.split(",")]
+    for name, value in zip(names, np.asarray(camera.params, dtype=np.float64)):
+        for key in _OPENCV_NAME[name]:
+            out[key] = float(value)
+    return out

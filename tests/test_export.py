@@ -4,6 +4,7 @@ the reading code of the format: pycolmap for the COLMAP folder, the PLY header a
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +94,32 @@ def test_instant_ngp_transforms_fit_its_cube(exported):
 def test_export_again_is_up_to_date(exported):
     out = RUNNER.invoke(app, ["export", str(exported)])
     assert out.exit_code == 0 and "up to date" in out.output
+
+
+def test_a_colmap_model_folder_trains_without_sfm(exported, tmp_path):
+    """sparse/0 + images/, as published datasets ship them: trained as it is (here: the model of the scene
+    above, SIMPLE_RADIAL, copied into a folder of its own), its cameras read by parameter names."""
+    from conftest import TINY_NERF
+
+    from nerfpipe.stages import colmap_source
+    from nerfpipe.stages import train as train_stage
+
+    folder = tmp_path / "published"
+    (folder / "sparse").mkdir(parents=True)
+    shutil.copytree(exported / "colmap" / "sparse" / "0", folder / "sparse" / "0")
+    shutil.copytree(exported / "images", folder / "images")
+    assert colmap_source.is_colmap_folder(folder)
+    out = train_stage.run(train_stage.TrainParams(scene=folder, recipe="llff", device="cpu", evaluate=False, overrides=(
+        *TINY_NERF, "iters=3", "data.factor=8", "training.batch_rays=64")))
+    assert out.train.result["steps"] == 3 and out.train.result["source"] == "transforms"
+    mine, theirs = read_transforms(folder / "transforms.json"), read_transforms(exported / "transforms.json")
+    assert mine.file_paths == theirs.file_paths  # images/<name>, sorted
+    assert np.allclose(mine.c2w_gl, theirs.c2w_gl, atol=1e-9)  # the same world as the poses stage's
+    a, b = mine.cameras[0], theirs.cameras[0]
+    assert (a.fl_x, a.cx, a.cy, a.w, a.h) == pytest.approx((b.fl_x, b.cx, b.cy, b.w, b.h)) and a.k1 == pytest.approx(b.k1)
+    assert a.k1 != 0  # SIMPLE_RADIAL's k read by name: the undistortion of the transforms path handles it
+    poses_bounds = np.load(exported / "poses_bounds.npy")[:, 15:]
+    assert np.allclose(mine.bounds, poses_bounds, rtol=1e-6)  # near/far as the poses stage computes them
+    # a user's own transforms.json is theirs: never replaced, and then it is the source
+    (folder / ".nerfpipe" / "import-colmap.json").unlink()
+    assert not colmap_source.is_colmap_folder(folder)

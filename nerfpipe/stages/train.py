@@ -51,7 +51,7 @@ from nerfpipe.nerf.metrics import Lpips, psnr, ssim
 from nerfpipe.nerf.models import Model, SceneBox, build_model, chunk_size, render_image
 from nerfpipe.progress import Reporter
 from nerfpipe.recipes import Recipe, default_recipe_name, dump_recipe, load_recipe
-from nerfpipe.stages import undistort
+from nerfpipe.stages import colmap_source, undistort
 
 VERSION = "1"
 EVAL_VERSION = "2"
@@ -117,7 +117,7 @@ def run_dir(scene: Path, run: str) -> Path:
     return Path(scene) / scene_layout.RUNS / run
 
 
-def detect_source(scene: Path, recipe: Recipe) -> Source:
+def detect_source(scene: Path, recipe: Recipe, reporter: Reporter | None = None) -> Source:
     """What kind of scene folder this is, and what the train stage's cache depends on."""
     scene = Path(scene)
     scene_layout.require_folder(scene, "The scene folder", "check the path")
@@ -127,6 +127,10 @@ def detect_source(scene: Path, recipe: Recipe) -> Source:
         if not names:
             raise NerfpipeError(f"The poses manifest of {scene} lists no images: run `nerfpipe poses --scene {scene}` again.")
         return Source("nerfpipe", ("poses",), (), [Path(n).stem for n in names])
+    if colmap_source.is_colmap_folder(scene):  # sparse/0 + images/: its transforms.json, kept up to date
+        colmap_source.run(scene, reporter)
+        frames = read_frames(scene / scene_layout.TRANSFORMS)
+        return Source("transforms", (colmap_source.STAGE,), tuple(frames.files), None)
     if is_transforms_folder(scene):
         frames = read_frames(scene / scene_layout.TRANSFORMS)
         return Source("transforms", (), (frames.path, *frames.files), None)
@@ -303,7 +307,7 @@ def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
     reporter = reporter or Reporter()
     scene = Path(params.scene)
     recipe = load_recipe(params.recipe or default_recipe_name(), list(params.overrides))
-    source = detect_source(scene, recipe)
+    source = detect_source(scene, recipe, reporter)
     kind_overrides = scene_type_overrides(scene, source, params.overrides, params.scene_type, reporter)
     if kind_overrides:
         recipe = load_recipe(params.recipe or default_recipe_name(), [*params.overrides, *kind_overrides])
@@ -454,7 +458,7 @@ def run_eval(params: EvalParams, reporter: Reporter | None = None) -> StageResul
 
     def body(out: Path) -> dict:
         model, recipe, meta = load_run(scene, run_name, device, reporter)
-        source = detect_source(scene, recipe)
+        source = detect_source(scene, recipe, reporter)
         data = load_scene(scene, recipe, source, reporter)
         test_dir = out / rel / TEST_DIR
         test_dir.mkdir(parents=True)

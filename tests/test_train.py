@@ -50,6 +50,14 @@ def test_blender_training_lowers_loss_then_eval_writes_renders(tiny_lego):
     assert metrics["count"] == 2 and len(metrics["views"]) == 2
     assert metrics["mean"]["psnr"] > 8 and 0 < metrics["mean"]["ssim"] <= 1
     assert metrics["lpips"].startswith("AlexNet, linear layers v0.1") and 0 < metrics["mean"]["lpips"] < 1
+    # TensorBoard: the curves and each held-out view (render | photo) at the run's step
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    events = accumulator.EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    assert sorted(events.Tags()["images"]) == ["heldout/008_r_0", "heldout/009_r_8"]
+    (image,) = events.Images("heldout/008_r_0")
+    assert image.step == 80 and (image.width, image.height) == (80, 40)
+    assert len(events.Scalars("psnr")) == 8
     ckpt = torch.load(trainer.list_checkpoints(run_dir)[-1], weights_only=True)
     assert ckpt["step"] == 80 and ckpt["model_name"] == "nerf" and "state" in ckpt["optimizer"]
     # the same command again is up to date; eval too

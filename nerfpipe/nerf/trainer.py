@@ -275,8 +275,8 @@ def usable_checkpoint(run_dir: Path, device: torch.device | str = "cpu", *, set_
     return None
 
 
-class _Events:
-    """TensorBoard scalars when the optional tensorboard package is installed; otherwise nothing."""
+class Events:
+    """TensorBoard scalars and images when the optional tensorboard package is installed; otherwise nothing."""
 
     def __init__(self, run_dir: Path):
         try:
@@ -291,6 +291,12 @@ class _Events:
             for k, v in values.items():
                 if isinstance(v, (int, float)) and k != "step":
                     self.writer.add_scalar(k, v, step)
+
+    def images(self, step: int, images: dict[str, Tensor]) -> None:
+        """{tag: (H, W, 3) float in [0, 1]} at ``step``."""
+        if self.writer is not None:
+            for tag, img in images.items():
+                self.writer.add_image(tag, img.clamp(0, 1).detach().cpu(), step, dataformats="HWC")
 
     def close(self) -> None:
         if self.writer is not None:
@@ -356,7 +362,7 @@ def train(
                 raise DamagedCheckpoint(f"{resume_from} holds an optimiser state that does not fit its model.") from None
         start = int(ckpt["step"])
     sampler = RaySampler(data, cfg)
-    events = _Events(run_dir)
+    events = Events(run_dir)
     log_path = run_dir / METRICS_LOG
     _drop_log_lines_after(log_path, start)  # logged by a session killed after its last checkpoint
     window: dict[str, float] = {}

@@ -462,7 +462,13 @@ def run_eval(params: EvalParams, reporter: Reporter | None = None) -> StageResul
         data = load_scene(scene, recipe, source, reporter)
         test_dir = out / rel / TEST_DIR
         test_dir.mkdir(parents=True)
-        result = evaluate(model, data, test_dir, device=device, chunk=params.chunk, reporter=reporter)
+        events = trainer_mod.Events(folder)  # held-out renders beside the training curves in TensorBoard
+        try:
+            result = evaluate(model, data, test_dir, device=device, chunk=params.chunk, reporter=reporter,
+                              on_view=lambda name, rgb, target: events.images(
+                                  meta["step"], {f"heldout/{name}": torch.cat([rgb, target.to(rgb)], dim=1)}))
+        finally:
+            events.close()
         result.update({"run": run_name, "step": meta["step"], "checkpoint": meta["checkpoint"]})
         (out / rel / EVAL_METRICS).write_text(json.dumps(result, indent=1))
         return {k: v for k, v in result.items() if k != "views"}
@@ -471,8 +477,9 @@ def run_eval(params: EvalParams, reporter: Reporter | None = None) -> StageResul
 
 
 def evaluate(model: Model, data: SceneData, test_dir: Path, *, device: torch.device, chunk: int | None = None,
-             reporter: Reporter | None = None) -> dict:
-    """Render each held-out view to ``test_dir/<index>_<name>.png`` and score it against the photo."""
+             reporter: Reporter | None = None, on_view=None) -> dict:
+    """Render each held-out view to ``test_dir/<index>_<name>.png`` and score it against the photo;
+    ``on_view(name, rgb, target)`` (both (H, W, 3) in [0, 1]) gets each view as it is done."""
     reporter = reporter or Reporter()
     lpips = Lpips(device)
     chunk = chunk or chunk_size(model, device)
@@ -486,6 +493,8 @@ def evaluate(model: Model, data: SceneData, test_dir: Path, *, device: torch.dev
             target = data.images[i]
             name = f"{i:03d}_{Path(data.names[i]).stem}.png"
             _write_png(test_dir / name, rgb)
+            if on_view is not None:
+                on_view(Path(name).stem, rgb, target)
             view = {"index": i, "name": data.names[i], "file": name, "psnr": round(psnr(rgb, target), 4),
                     "ssim": round(ssim(rgb, target), 5), "lpips": round(lpips(rgb, target), 5)}
             views.append(view)

@@ -123,7 +123,8 @@ def stage_command(name: str, scene: Path | str = ".", redo: bool = False) -> str
     if base == "ingest":
         return f"nerfpipe ingest PHOTOS --scene {scene}" + (" --force" if redo else "")
     if base in ("train", "undistort"):
-        return f"nerfpipe train {scene}" + (f" --run {rest}" if base == "train" and rest else "") + (" --fresh" if redo else "")
+        run = f" --run {rest}" if base == "train" and rest else ""
+        return f"nerfpipe train {scene}{run}" + (" --fresh" if redo else "")
     if base in ("eval", "render") and rest:
         return f"nerfpipe {base} {scene} --run {rest}" + (" --force" if redo else "")
     return f"nerfpipe {name} {scene}" + (" --force" if redo else "")

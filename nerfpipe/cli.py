@@ -79,6 +79,13 @@ def _minutes(value: Optional[float]) -> Optional[float]:
     return value
 
 
+def _one_scene(scene_arg: Optional[Path], scene_opt: Optional[Path]) -> Path:
+    """SCENE or --scene (the same folder if both), default the current folder."""
+    if scene_arg is not None and scene_opt is not None and scene_arg != scene_opt:
+        raise NerfpipeError(f"Two scene folders given ({scene_arg} and --scene {scene_opt}): pass one.")
+    return scene_arg or scene_opt or Path(".")
+
+
 def _size(size) -> str:
     return f"{size[0]}x{size[1]}"
 
@@ -269,9 +276,7 @@ def poses(
     """Recover the cameras with pycolmap: colmap/, poses_bounds.npy (LLFF) and transforms.json (nerfstudio)."""
     from nerfpipe.stages import poses as stage
 
-    if scene_arg is not None and scene_opt is not None and scene_arg != scene_opt:
-        raise NerfpipeError(f"Two scene folders given ({scene_arg} and --scene {scene_opt}): pass one.")
-    scene = scene_arg or scene_opt or Path(".")
+    scene = _one_scene(scene_arg, scene_opt)
     params = stage.PosesParams(
         scene=scene, camera=camera.replace("-", "_"), matcher=matcher, sfm_size=sfm_size,
         max_features=max_features, seed=seed, verbose=verbose, force=force,
@@ -337,9 +342,7 @@ def report(
 
     from nerfpipe.stages import report as stage
 
-    if scene_arg is not None and scene_opt is not None and scene_arg != scene_opt:
-        raise NerfpipeError(f"Two scene folders given ({scene_arg} and --scene {scene_opt}): pass one.")
-    scene = scene_arg or scene_opt or Path(".")
+    scene = _one_scene(scene_arg, scene_opt)
     stage.run(stage.ReportParams(scene=scene, force=force), RichReporter())
     data = stage.load(scene)
     flagged = {n for problem in data["problems"] for n in problem["photos"]}
@@ -372,9 +375,7 @@ def export(
     them, an undistorted PINHOLE COLMAP folder (3D Gaussian Splatting), an instant-ngp transforms.json."""
     from nerfpipe.stages import export as stage
 
-    if scene_arg is not None and scene_opt is not None and scene_arg != scene_opt:
-        raise NerfpipeError(f"Two scene folders given ({scene_arg} and --scene {scene_opt}): pass one.")
-    scene = scene_arg or scene_opt or Path(".")
+    scene = _one_scene(scene_arg, scene_opt)
     res = stage.run(stage.ExportParams(scene=scene, force=force), RichReporter())
     r = res.result
     state = "up to date" if not res.ran else f"{res.seconds:.1f} s"

@@ -67,3 +67,38 @@ def test_a_blender_run_renders_the_turntable_named_after_its_path(tiny_lego):
     r = render.run(render.RenderParams(scene=tiny_lego, frames=2, device="cpu")).result
     assert r["path"] == "turntable" and r["video"] == "renders/tiny/turntable.mp4"
     assert len(read_video(tiny_lego / r["video"])[0]) == 2 and (tiny_lego / r["depth_video"]).name == "turntable_depth.mp4"
+
+
+SHARPER = ("nerf.netdepth=4", "nerf.netwidth=64", "nerf.netdepth_fine=4", "nerf.netwidth_fine=64", "nerf.skips=[]",
+           "nerf.n_samples=16", "nerf.n_importance=16", "nerf.lrate=0.002", "training.batch_rays=512", "iters=200",
+           "factor=32")
+"""A small NeRF trained long enough (200 steps, about 20 s) that its renders resemble the photos."""
+
+
+def _rgb(path: Path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB).astype(np.float64) / 255.0
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(-10 * np.log10(np.mean((a - b) ** 2)))
+
+
+def test_the_video_shows_the_scene_from_where_the_path_starts(trained):
+    """Pixels, not shapes: the first frame of the spiral (decoded from the mp4) looks like the training photo
+    taken nearest to the path's first camera, clearly more than a blank frame of the photo's mean colour or
+    the same frame upside down would (measured: 17.8 dB against 12.7 and 13.8). A black video, or a path
+    around the wrong pose, fails."""
+    train.run(train.TrainParams(scene=trained, recipe="llff", overrides=SHARPER, run="sharp", device="cpu",
+                                evaluate=False))
+    r = render.run(render.RenderParams(scene=trained, run="sharp", frames=4, device="cpu")).result
+    meta = json.loads((trained / "runs" / "sharp" / "dataset.json").read_text())
+    path = np.asarray(json.loads((trained / "renders" / "sharp" / "path.json").read_text())["c2w_gl"])
+    c2w, train_ids = np.asarray(meta["c2w"]), meta["i_train"]
+    nearest = train_ids[int(np.argmin(np.linalg.norm(c2w[train_ids, :3, 3] - path[0, :3, 3], axis=1)))]
+    photo = _rgb(sorted((trained / "images_32").iterdir())[nearest])
+    frame = read_video(trained / r["video"])[0][0].astype(np.float64) / 255.0
+    assert frame.shape == photo.shape
+    seen = _psnr(frame, photo)
+    assert seen > 16.0
+    assert seen > _psnr(np.broadcast_to(photo.mean(axis=(0, 1)), photo.shape), photo) + 3.0
+    assert seen > _psnr(frame[::-1], photo) + 2.0

@@ -253,6 +253,26 @@ def test_cli_poses_up_to_date_and_compare_poses(mixed, fern_dir, tmp_path):
     ref = fern_dir / "poses_bounds.reference.npy"
     out = runner.invoke(app, ["compare-poses", str(ref), str(ref), "--json"])
     assert out.exit_code == 0 and json.loads(out.output)["centre_error_max"] == 0
+    # the same cameras in another world (rotated, scaled by 2.5, moved) compare as equal; three cameras
+    # turned by 30 degrees about their viewing axis show as 30 degrees
+    pb = np.load(ref)
+    poses_llff, bounds = pb[:, :15].reshape(-1, 3, 5), pb[:, 15:]
+    angle = np.radians(40.0)
+    world = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    moved = poses_llff.copy()
+    moved[:, :, :3] = world @ poses_llff[:, :, :3]
+    moved[:, :, 3] = 2.5 * poses_llff[:, :, 3] @ world.T + np.array([1.0, -2.0, 0.5])
+    turn = np.radians(30.0)
+    spin = np.array([[np.cos(turn), -np.sin(turn), 0], [np.sin(turn), np.cos(turn), 0], [0, 0, 1]])
+    moved[[3, 8, 15], :, :3] = moved[[3, 8, 15], :, :3] @ spin  # about the camera's own third (backward) axis
+    other = tmp_path / "moved.npy"
+    np.save(other, np.concatenate([moved.reshape(-1, 15), 2.5 * bounds], axis=1))
+    c = json.loads(runner.invoke(app, ["compare-poses", str(other), str(ref), "--json"]).output)
+    assert c["centre_error_max"] < 1e-9 and c["scale"] == pytest.approx(1 / 2.5)
+    # with the centres aligned exactly, the alignment's rotation is the true one: 30 degrees on 3 of 20 cameras
+    assert c["rotation_error_sim3_mean_deg"] == pytest.approx(30.0 * 3 / 20, abs=0.01)
+    assert 20.0 < c["rotation_error_max_deg"] <= 30.0  # the best-fitting global rotation shares the turn out
+    assert c["near_error_mean"] < 1e-9
     out = runner.invoke(app, ["compare-poses", str(scene / scene_layout.POSES_BOUNDS), str(ref)])
     assert out.exit_code == 1 and "has 6 cameras" in out.output and "has 20" in out.output
 

@@ -18,7 +18,6 @@ import numpy as np
 
 from nerfpipe.progress import Task
 
-logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)  # a rotated clip is expected, not a warning
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm"}
 DEFAULT_FRAMES = 100
@@ -69,6 +68,9 @@ class Clip:
     def __init__(self, path: Path):
         import imageio_ffmpeg  # here, not at the top: training and rendering import this module without videos
 
+        logger = logging.getLogger("imageio_ffmpeg")
+        level = logger.level
+        logger.setLevel(logging.ERROR)  # a rotated clip is expected, not a warning (restored below)
         try:
             probe_gen = imageio_ffmpeg.read_frames(str(path))
             try:
@@ -78,6 +80,8 @@ class Clip:
         except (RuntimeError, OSError, StopIteration) as e:
             first = str(e).splitlines()[0] if str(e) else "unreadable"
             raise VideoError(f"no frame can be decoded ({first})") from None
+        finally:
+            logger.setLevel(level)
         cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-nostdin", "-i", str(path),
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)

@@ -83,7 +83,7 @@ def held_out(scene: Path, run: str) -> list[str]:
 
 def arc_check(scene: Path, run: str) -> dict:
     """Does the rendered path stay inside the azimuth range that the training cameras covered?"""
-    from nerfpipe.cameras.paths import _ring, azimuths, covered_arc
+    from nerfpipe.cameras.paths import Ring, azimuths, covered_arc
     from nerfpipe.stages.render import camera_path
     from nerfpipe.stages.train import run_dir
 
@@ -91,9 +91,8 @@ def arc_check(scene: Path, run: str) -> dict:
     cams = np.asarray(meta["c2w"], dtype=np.float64)
     kind, path = camera_path(meta, None)
     start, span = covered_arc(azimuths(cams))
-    _up, _h, _r, a, b = _ring(cams)  # the path's azimuths in the cameras' own frame
-    centres = path[:, :3, 3]
-    offsets = np.mod(np.arctan2(centres @ b, centres @ a) - start, 2 * np.pi)
+    # the path's azimuths in the cameras' own frame
+    offsets = np.mod(Ring.of(cams).azimuths(path[:, :3, 3]) - start, 2 * np.pi)
     offsets = np.where(offsets > np.pi + span / 2, offsets - 2 * np.pi, offsets)  # just before start: negative
     return {"path": kind, "cameras_arc_deg": round(float(np.degrees(span)), 1),
             "path_from_deg": round(float(np.degrees(offsets.min())), 1),

@@ -7,6 +7,8 @@ centre. The constants are the ones of the NeRF paper's code (nerf-pytorch ``load
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from nerfpipe.cameras.normalize import average_pose, look_at, normalize
@@ -86,29 +88,42 @@ def blender_path(n_frames: int = BLENDER_FRAMES) -> np.ndarray:
     return np.stack([pose_spherical(a, BLENDER_ELEVATION_DEG, BLENDER_RADIUS) for a in angles])
 
 
-def _ring(c2w_gl: np.ndarray) -> tuple[np.ndarray, float, float, np.ndarray, np.ndarray]:
-    """(up, height, radius, a, b): the cameras' mean up axis, mean height along it, mean distance
-    from it, and two unit vectors spanning the horizontal plane (a towards the first camera)."""
-    centres = c2w_gl[:, :3, 3]
-    up = normalize(c2w_gl[:, :3, 1].sum(0))
-    height = float((centres @ up).mean())
-    flat = centres - np.outer(centres @ up, up)
-    radius = float(np.linalg.norm(flat, axis=1).mean())
-    a = normalize(flat[0])
-    return up, height, radius, a, np.cross(up, a)
+@dataclass(frozen=True)
+class Ring:
+    """The circle the cameras of a capture around a thing lie near (in the frame of spherified poses)."""
 
+    up: np.ndarray
+    """(3,) the cameras' mean up axis."""
+    height: float
+    """Mean height of the camera centres along ``up``."""
+    radius: float
+    """Mean distance of the camera centres from the ``up`` axis."""
+    a: np.ndarray
+    """(3,) unit vector of the horizontal plane towards the first camera."""
+    b: np.ndarray
+    """(3,) unit vector completing the plane (up x a): azimuths grow from a towards b."""
 
-def _ring_pose(up, height, radius, a, b, angle: float) -> np.ndarray:
-    """Camera on the ring at ``angle`` (radians from ``a`` towards ``b``), looking at the origin."""
-    centre = height * up + radius * (np.cos(angle) * a + np.sin(angle) * b)
-    return look_at(centre, up, centre)
+    @staticmethod
+    def of(c2w_gl: np.ndarray) -> "Ring":
+        centres = c2w_gl[:, :3, 3]
+        up = normalize(c2w_gl[:, :3, 1].sum(0))
+        flat = centres - np.outer(centres @ up, up)
+        a = normalize(flat[0])
+        return Ring(up, float((centres @ up).mean()), float(np.linalg.norm(flat, axis=1).mean()), a, np.cross(up, a))
+
+    def pose(self, angle: float) -> np.ndarray:
+        """Camera on the ring at ``angle`` (radians from ``a`` towards ``b``), looking at the origin."""
+        centre = self.height * self.up + self.radius * (np.cos(angle) * self.a + np.sin(angle) * self.b)
+        return look_at(centre, self.up, centre)
+
+    def azimuths(self, points: np.ndarray) -> np.ndarray:
+        """(N,) azimuth of each point (N, 3) around ``up``, radians in [0, 2 pi), from ``a``."""
+        return np.mod(np.arctan2(points @ self.b, points @ self.a), 2 * np.pi)
 
 
 def azimuths(c2w_gl: np.ndarray) -> np.ndarray:
     """(N,) azimuth of each camera centre around the mean up axis, radians in [0, 2 pi), from the first camera."""
-    up, _h, _r, a, b = _ring(c2w_gl)
-    centres = c2w_gl[:, :3, 3]
-    return np.mod(np.arctan2(centres @ b, centres @ a), 2 * np.pi)
+    return Ring.of(c2w_gl).azimuths(c2w_gl[:, :3, 3])
 
 
 def covered_arc(angles: np.ndarray) -> tuple[float, float]:
@@ -126,15 +141,15 @@ def circle_path(c2w_gl: np.ndarray, n_frames: int = CIRCLE_FRAMES) -> np.ndarray
     Works in the frame of spherified poses (the point the cameras look at is the origin): the up
     axis is the mean camera up, every frame looks at the origin.
     """
-    ring = _ring(c2w_gl)
+    ring = Ring.of(c2w_gl)
     angles = np.linspace(0.0, 2.0 * np.pi, n_frames + 1)[:-1]
-    return np.stack([_ring_pose(*ring, th) for th in angles])
+    return np.stack([ring.pose(th) for th in angles])
 
 
 def arc_path(c2w_gl: np.ndarray, n_frames: int = CIRCLE_FRAMES) -> np.ndarray:
     """For a partial sweep (wide arc): along the arc the cameras covered and back, looking at the
     origin, at their mean height and distance; the video never shows the side nobody photographed."""
-    ring = _ring(c2w_gl)
+    ring = Ring.of(c2w_gl)
     start, span = covered_arc(azimuths(c2w_gl))
     t = 0.5 - 0.5 * np.cos(np.linspace(0.0, 2.0 * np.pi, n_frames + 1)[:-1])  # 0 -> 1 -> 0, eased
-    return np.stack([_ring_pose(*ring, start + span * ti) for ti in t])
+    return np.stack([ring.pose(start + span * ti) for ti in t])

@@ -30,7 +30,8 @@ else:  # Python 3.10
 
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.scene import missing
-from nerfpipe.nerf.models import LossKind, get_model, model_names
+from nerfpipe.nerf.models import get_model, model_names
+from nerfpipe.nerf.trainer import TrainingConfig
 
 def _shipped_recipes() -> Path:
     """``nerfpipe/_recipes``: in a checkout a link to the repo's ``recipes/``, in a wheel a copy of it.
@@ -65,38 +66,6 @@ class DataConfig:
     """Blender: load images at half resolution, 400x400 (half_res)."""
 
     BOUNDS: ClassVar[dict[str, str]] = {"factor": ">= 1", "llffhold": ">= 0", "bd_factor": "> 0"}
-    """Allowed values (see :func:`_check_bound`)."""
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """The optimisation loop, shared by every model."""
-
-    iters: int = 200_000
-    """Optimisation steps (N_iters)."""
-    minutes: float = 0.0
-    """Also stop after this many minutes of training; 0: no time limit. The schedule still assumes iters."""
-    batch_rays: int = 1024
-    """Rays per step (N_rand)."""
-    batching: Literal["all_images", "one_image"] = "all_images"
-    """Draw each step's rays from all training images (shuffled once per epoch), or from one random image (no_batching)."""
-    precrop_iters: int = 0
-    """With one_image batching, draw rays from the image's centre for this many first steps (precrop_iters)."""
-    precrop_frac: float = 0.5
-    """Side of that centre crop as a fraction of the image (precrop_frac)."""
-    checkpoint_every: int = 10_000
-    """Save a checkpoint every this many steps (i_weights); also at the end and on Ctrl-C."""
-    log_every: int = 100
-    """Write a line of metrics.jsonl every this many steps (i_print)."""
-    seed: int = 0
-    """Seed of every random choice: ray batches, sample jitter, density noise, initial weights."""
-    loss: LossKind = "mse"
-    """Photometric loss: mse, smooth_l1 or l1. PSNR is always computed from the MSE."""
-
-    BOUNDS: ClassVar[dict[str, str]] = {
-        "iters": ">= 1", "minutes": ">= 0", "batch_rays": ">= 1", "precrop_iters": ">= 0", "precrop_frac": "(0, 1]",
-        "checkpoint_every": ">= 1", "log_every": ">= 1", "seed": ">= 0",
-    }
     """Allowed values (see :func:`_check_bound`)."""
 
 

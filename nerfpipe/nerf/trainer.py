@@ -1,7 +1,8 @@
 """The optimisation loop shared by every model: ray batches, Adam, schedule, checkpoints, logs.
 
-The trainer knows models only through :class:`nerfpipe.nerf.models.Model`. It is deterministic
-given the recipe's seed and resumes exactly: each step's ray batch and each step's sampling noise
+The trainer knows models only through :class:`nerfpipe.nerf.models.Model`, datasets through
+:class:`TrainingData`, and takes its own :class:`TrainingConfig` (a recipe's ``[training]`` table).
+It is deterministic given the recipe's seed and resumes exactly: each step's ray batch and each step's sampling noise
 come from generators seeded by (seed, step), so a run interrupted at step k and resumed gives the
 same batches as an uninterrupted one.
 
@@ -24,16 +25,62 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Literal, Protocol
 
 import torch
 from torch import Tensor
 
-from nerfpipe.datasets.base import SceneData
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.nerf.metrics import mse_to_psnr
-from nerfpipe.nerf.models import Model, RayBundle
+from nerfpipe.nerf.models import LossKind, Model, RayBundle
 from nerfpipe.progress import Reporter
-from nerfpipe.recipes import TrainingConfig
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The optimisation loop, shared by every model."""
+
+    iters: int = 200_000
+    """Optimisation steps (N_iters)."""
+    minutes: float = 0.0
+    """Also stop after this many minutes of training; 0: no time limit. The schedule still assumes iters."""
+    batch_rays: int = 1024
+    """Rays per step (N_rand)."""
+    batching: Literal["all_images", "one_image"] = "all_images"
+    """Draw each step's rays from all training images (shuffled once per epoch), or from one random image (no_batching)."""
+    precrop_iters: int = 0
+    """With one_image batching, draw rays from the image's centre for this many first steps (precrop_iters)."""
+    precrop_frac: float = 0.5
+    """Side of that centre crop as a fraction of the image (precrop_frac)."""
+    checkpoint_every: int = 10_000
+    """Save a checkpoint every this many steps (i_weights); also at the end and on Ctrl-C."""
+    log_every: int = 100
+    """Write a line of metrics.jsonl every this many steps (i_print)."""
+    seed: int = 0
+    """Seed of every random choice: ray batches, sample jitter, density noise, initial weights."""
+    loss: LossKind = "mse"
+    """Photometric loss: mse, smooth_l1 or l1. PSNR is always computed from the MSE."""
+
+    BOUNDS: ClassVar[dict[str, str]] = {
+        "iters": ">= 1", "minutes": ">= 0", "batch_rays": ">= 1", "precrop_iters": ">= 0", "precrop_frac": "(0, 1]",
+        "checkpoint_every": ">= 1", "log_every": ">= 1", "seed": ">= 0",
+    }
+    """Allowed values (checked where a recipe sets them: :mod:`nerfpipe.recipes`)."""
+
+
+class TrainingData(Protocol):
+    """What the trainer needs of a dataset (:class:`nerfpipe.datasets.base.SceneData` is one)."""
+
+    images: Tensor
+    """(N, H, W, 3) colours in [0, 1]."""
+    i_train: list[int]
+    """Indices of the training images."""
+    height: int
+    width: int
+
+    def rays(self, cam: Tensor, x: Tensor, y: Tensor) -> RayBundle:
+        """Rays of pixels (x column, y row) of cameras ``cam`` (each (rays,) long)."""
+        ...
+
 
 CHECKPOINTS = "checkpoints"
 METRICS_LOG = "metrics.jsonl"
@@ -93,7 +140,7 @@ class RaySampler:
     ``precrop_frac`` window during the first ``precrop_iters`` steps.
     """
 
-    def __init__(self, data: SceneData, cfg: TrainingConfig):
+    def __init__(self, data: TrainingData, cfg: TrainingConfig):
         self.data = data
         self.cfg = cfg
         self.train_ids = torch.tensor(data.i_train, dtype=torch.long)
@@ -332,7 +379,7 @@ def train_step(model: Model, optimizer: torch.optim.Optimizer, base_lrs: list[fl
 
 def train(
     model: Model,
-    data: SceneData,
+    data: TrainingData,
     cfg: TrainingConfig,
     run_dir: Path,
     *,

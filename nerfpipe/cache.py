@@ -41,6 +41,7 @@ from filelock import FileLock, Timeout
 
 from nerfpipe import __version__
 from nerfpipe.errors import NerfpipeError
+from nerfpipe.io import write_json_atomic
 from nerfpipe.progress import Reporter
 from nerfpipe.scene import require_folder
 
@@ -290,12 +291,6 @@ def _ensure_writable(scene: Path) -> None:
         ) from None
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=False, default=str))
-    os.replace(tmp, path)
-
-
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -438,5 +433,5 @@ def _run_stage(
         "seconds": round(seconds, 3),
         "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    _write_json_atomic(mpath, manifest)
+    write_json_atomic(mpath, manifest)
     return StageResult(spec.name, ran=True, manifest=manifest)

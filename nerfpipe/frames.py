@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from nerfpipe.io import write_png
 from nerfpipe.progress import Task
 
 
@@ -156,10 +157,7 @@ def extract_frames(video: Path, out_dir: Path, prefix: str, target: int = DEFAUL
         for index, rgb in enumerate(clip):
             if index in wanted:
                 path = out_dir / f"{prefix}_{index:05d}.png"
-                ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
-                if not ok:
-                    raise VideoError(f"frame {index} could not be encoded")
-                path.write_bytes(buf.tobytes())
+                write_png(path, rgb, compression=1)
                 out.append(VideoFrame(index, round(index / fps, 4), round(scores[index], 2), path))
             if task is not None:
                 task.advance(1)

@@ -1,6 +1,7 @@
 """The layers of nerfpipe, lowest first; a module imports only from its own layer or lower ones.
 
-1. ``errors``, ``scene``: the error type and the scene folder's names; nothing of nerfpipe below them.
+1. ``errors``, ``scene``, ``io``: the error type, the scene folder's names, atomic writes and PNGs;
+   nothing of nerfpipe below them.
 2. ``cameras``, ``colmap``, ``photos``, ``progress``: conventions and paths, the one pycolmap adapter,
    reading photos, progress reporting. Plain functions over arrays and files.
 3. ``cache``, ``frames``, ``video``, ``nerf``: the stage cache; video in and out; the NeRF itself
@@ -21,7 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = [
-    ("errors", "scene", "__init__", "__version__"),
+    ("errors", "scene", "io", "__init__", "__version__"),
     ("cameras", "colmap", "photos", "progress"),
     ("cache", "frames", "video", "nerf"),
     ("datasets", "recipes"),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from nerfpipe.datasets.llff import list_published_images
 from nerfpipe.datasets.transforms import read_frames
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.photos import PhotoError, probe
+from nerfpipe.io import write_atomic
 from nerfpipe.progress import Reporter
 
 POSES_BOUNDS_SUFFIX = ".npy"
@@ -81,17 +81,6 @@ def _kind(path: Path) -> str:
 def _relative(path: Path, folder: Path) -> str:
     """``path`` relative to ``folder`` (with .. where needed), with forward slashes."""
     return Path(os.path.relpath(Path(path).absolute(), Path(folder).absolute())).as_posix()
-
-
-def _write_atomic(dst: Path, write) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def image_names_for(src: Path, count: int, images: Path | None) -> tuple[Path, list[str]]:
@@ -144,7 +133,7 @@ def _pb_to_tj(params: ConvertParams, result: ConvertResult) -> None:
     file_paths = [_relative(folder / n, params.dst.parent) for n in names]
     t = transforms_from_poses_bounds(poses_llff, bounds, file_paths)
     shared = len(set(t.cameras)) == 1
-    _write_atomic(params.dst, lambda tmp: write_transforms(tmp, t.file_paths, t.c2w_gl, t.cameras[0] if shared else t.cameras,
+    write_atomic(params.dst, lambda tmp: write_transforms(tmp, t.file_paths, t.c2w_gl, t.cameras[0] if shared else t.cameras,
                                                            camera_model=t.camera_model, bounds=t.bounds))
     result.frames = len(file_paths)
 
@@ -161,7 +150,7 @@ def _tj_to_pb(params: ConvertParams, result: ConvertResult) -> None:
             f"{params.dst.name} names no images and LLFF loaders pair its rows with the sorted images of one folder, "
             "but these frames' images are not exactly the images of one folder: keep the rows and images in step yourself."
         )
-    _write_atomic(params.dst, lambda tmp: write_poses_bounds(tmp, poses_llff, bounds))
+    write_atomic(params.dst, lambda tmp: write_poses_bounds(tmp, poses_llff, bounds))
     result.frames = poses_llff.shape[0]
 
 
@@ -174,7 +163,7 @@ def _tj_to_tj(params: ConvertParams, result: ConvertResult) -> None:
     for frame, path in zip(sorted(kept, key=lambda f: str(f["file_path"])), frames.files):
         frame["file_path"] = _relative(path, params.dst.parent)
     data["frames"] = kept
-    _write_atomic(params.dst, lambda tmp: tmp.write_text(json.dumps(data, indent=2)))
+    write_atomic(params.dst, lambda tmp: tmp.write_text(json.dumps(data, indent=2)))
     result.frames = len(kept)
 
 

@@ -16,7 +16,6 @@ Nothing here changes the scene's own files. The instant-ngp file records what it
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path

@@ -45,6 +45,7 @@ from nerfpipe.errors import NerfpipeError
 from nerfpipe.frames import DEFAULT_FRAMES, VIDEO_SUFFIXES, VideoError, extract_frames
 from nerfpipe.photos import (HEIF_FORMATS, PHOTO_SUFFIXES, UNSUPPORTED_PHOTO_SUFFIXES, PhotoError, natural_key,
                              open_photo, probe, read_rgb8)
+from nerfpipe.io import write_png
 from nerfpipe.progress import Reporter
 
 STAGE = "ingest"
@@ -179,10 +180,7 @@ def _process_one(path: Path, stem: str, factors: tuple[int, ...], out: Path) -> 
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
-    if not ok:
-        raise OSError(f"could not encode {path.name}")
-    path.write_bytes(buf.tobytes())
+    write_png(path, rgb, PNG_COMPRESSION)
 
 
 _COPY_NAME = re.compile(r"copy|kopie|copie|\(\d+\)", re.IGNORECASE)

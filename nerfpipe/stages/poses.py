@@ -50,7 +50,7 @@ from PIL import Image
 from nerfpipe import colmap
 from nerfpipe import scene as scene_layout
 from nerfpipe.cache import StageResult, StageSpec, require_manifest, run_stage
-from nerfpipe.cameras.bounds import MIN_VIEWS_FOR_BOUNDS, near_far  # noqa: F401 (poses.near_far)
+from nerfpipe.cameras.bounds import near_far
 from nerfpipe.cameras.conventions import (
     PinholeCamera,
     gl_from_colmap,

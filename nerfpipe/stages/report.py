@@ -46,6 +46,7 @@ from nerfpipe import scene as scene_layout
 from nerfpipe.cache import StageResult, StageSpec, load_manifest, manifest_path, run_stage
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.frames import SHARPNESS_LONG_SIDE, sharpness  # photos are measured as ingest measures video frames
+from nerfpipe.io import encode_png, write_bytes_atomic
 from nerfpipe.progress import Reporter
 
 STAGE = "report"
@@ -858,10 +859,7 @@ def _report_body(scene: Path, ingest: dict, posed: dict, params: ReportParams, r
 
 
 def figure_png(photos: Sequence[PhotoStats], problems: Sequence[Problem], geometry: Geometry) -> bytes:
-    ok, png = cv2.imencode(".png", figure(photos, problems, geometry))
-    if not ok:
-        raise RuntimeError("report.png could not be encoded")
-    return png.tobytes()
+    return encode_png(np.ascontiguousarray(figure(photos, problems, geometry)[..., ::-1]))  # drawn in OpenCV's BGR
 
 
 def report_data(photos: Sequence[PhotoStats], problems: Sequence[Problem], geometry: Geometry, ingest: dict,
@@ -905,9 +903,7 @@ def write_failure_report(scene: Path, ingest: dict, model: colmap.SparseModel | 
     data = report_data(photos, problems, geometry, ingest, None, FAILED_PNG)
     data["poses_failed"] = True
     for name, payload in ((FAILED_JSON, json.dumps(data, indent=1).encode()), (FAILED_PNG, figure_png(photos, problems, geometry))):
-        tmp = scene / f".{name}.tmp"
-        tmp.write_bytes(payload)
-        os.replace(tmp, scene / name)
+        write_bytes_atomic(scene / name, payload)
     return data["sentences"]
 
 

@@ -32,7 +32,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -49,6 +48,7 @@ from nerfpipe.errors import NerfpipeError
 from nerfpipe.nerf import trainer as trainer_mod
 from nerfpipe.nerf.metrics import Lpips, psnr, ssim
 from nerfpipe.nerf.models import Model, SceneBox, build_model, chunk_size, render_image
+from nerfpipe.io import write_json_atomic, write_png
 from nerfpipe.progress import Reporter
 from nerfpipe.recipes import Recipe, default_recipe_name, dump_recipe, load_recipe
 from nerfpipe.stages import colmap_source, undistort
@@ -296,10 +296,6 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
 
 
 def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
@@ -338,8 +334,8 @@ def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / RECIPE_FILE).write_text(dump_recipe(recipe))
         meta = data.meta()
-        _write_json(folder / DATASET_FILE, meta)
-        _write_json(folder / STATE_FILE, {"data_key": data_key, "recipe": recipe.to_dict(), "model": recipe.model})
+        write_json_atomic(folder / DATASET_FILE, meta)
+        write_json_atomic(folder / STATE_FILE, {"data_key": data_key, "recipe": recipe.to_dict(), "model": recipe.model})
         torch.manual_seed(recipe.training.seed)  # initial weights
         model = build_model(recipe.model, recipe.model_config, data.scene_box)
         summary = trainer_mod.train(model, data, recipe.training, folder, model_name=recipe.model, device=device,
@@ -492,7 +488,7 @@ def evaluate(model: Model, data: SceneData, test_dir: Path, *, device: torch.dev
             rgb = out.rgb.clamp(0.0, 1.0).reshape(data.height, data.width, 3).cpu()
             target = data.images[i]
             name = f"{i:03d}_{Path(data.names[i]).stem}.png"
-            _write_png(test_dir / name, rgb)
+            write_png(test_dir / name, rgb.numpy())
             if on_view is not None:
                 on_view(Path(name).stem, rgb, target)
             view = {"index": i, "name": data.names[i], "file": name, "psnr": round(psnr(rgb, target), 4),
@@ -512,11 +508,4 @@ def evaluate(model: Model, data: SceneData, test_dir: Path, *, device: torch.dev
     }
 
 
-def _write_png(path: Path, rgb: torch.Tensor) -> None:
-    """(H, W, 3) float in [0, 1] -> 8-bit PNG."""
-    img = (rgb.numpy() * 255.0 + 0.5).astype(np.uint8)
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OSError(f"could not encode {path.name}")
-    path.write_bytes(buf.tobytes())
 

@@ -28,7 +28,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from nerfpipe import scene as scene_layout
@@ -37,6 +36,7 @@ from nerfpipe.cameras.conventions import PinholeCamera
 from nerfpipe.cameras.undistort import border_inside, common_focal, is_plain, resample
 from nerfpipe.datasets.transforms import images_dir_name, read_frames, stage_name
 from nerfpipe.errors import NerfpipeError
+from nerfpipe.io import write_png
 from nerfpipe.photos import PhotoError, read_rgb8
 from nerfpipe.progress import Reporter
 from nerfpipe.stages.ingest import PNG_COMPRESSION, crop_box, downsample
@@ -114,10 +114,7 @@ def _prepare_one(path: Path, cam: PinholeCamera, p: Plan, factor: int, dest: Pat
     if p.resample:
         rgb = resample(rgb, cam, p.focal, p.width, p.height)
     small = downsample(rgb, factor)
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
-    if not ok:
-        raise OSError(f"could not encode {dest.name}")
-    dest.write_bytes(buf.tobytes())
+    write_png(dest, small, PNG_COMPRESSION)
 
 
 def run(params: UndistortParams, reporter: Reporter | None = None) -> StageResult:

@@ -123,142 +123,6 @@ def ingest(
     )
 
 
-def _train_overrides(sets, iters, minutes, factor, loss, batch_rays, seed) -> tuple[str, ...]:
-    typed = {"training.iters": iters, "training.minutes": minutes, "data.factor": factor, "training.loss": loss,
-             "training.batch_rays": batch_rays, "training.seed": seed}
-    return tuple(sets) + tuple(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in typed.items() if v is not None)
-
-
-@app.command()
-@user_errors
-def train(
-    scene: Path = typer.Argument(Path("."), help="Scene folder: after ingest + poses, one with transforms.json and its images, a published LLFF scene, or a Blender scene."),
-    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe name (recipes/NAME.toml) or path; default fast, else llff."),
-    sets: List[str] = typer.Option([], "--set", help="Override one recipe value: --set nerf.n_samples=32 (repeatable)."),
-    iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Training steps (training.iters)."),
-    minutes: Optional[float] = typer.Option(None, "--minutes", callback=_minutes, help="Also stop after this many minutes (training.minutes); 0: no limit."),
-    factor: Optional[int] = typer.Option(None, "--factor", min=1, help="Train on images_FACTOR/ (data.factor)."),
-    loss: Optional[str] = typer.Option(None, "--loss", help="mse, smooth_l1 or l1 (training.loss)."),
-    batch_rays: Optional[int] = typer.Option(None, "--batch-rays", min=1, help="Rays per step (training.batch_rays)."),
-    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Random seed (training.seed)."),
-    run: Optional[str] = typer.Option(None, "--run", help="Run name: runs/RUN/ (default: the recipe's name)."),
-    fresh: bool = typer.Option(False, "--fresh", help="Start the run over instead of resuming it."),
-    device: str = typer.Option("auto", "--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps."),
-    no_eval: bool = typer.Option(False, "--no-eval", help="Do not render and score the held-out views at the end."),
-    tf32: bool = typer.Option(False, "--tf32", help="On an NVIDIA GPU, matrix products in TF32 while training: faster, same PSNR as measured (default fp32, as the paper)."),
-    scene_type: Optional[str] = typer.Option(None, "--scene-type", help="forward, arc or 360 (default: decided from the cameras)."),
-) -> None:
-    """Train a NeRF on a scene into runs/RUN/ (resumes; --fresh starts over), then evaluate the held-out views."""
-    _check_scene_type(scene_type)
-    from nerfpipe.stages import train as stage
-
-    params = stage.TrainParams(
-        scene=scene, recipe=recipe, overrides=_train_overrides(sets, iters, minutes, factor, loss, batch_rays, seed),
-        run=run, fresh=fresh, device=device, evaluate=not no_eval, scene_type=scene_type, tf32=tf32,
-    )
-    outcome = stage.run(params, RichReporter())
-    r = outcome.train.result
-    where = scene / r["run_dir"]
-    if not outcome.train.ran:
-        CONSOLE.print(f"train is up to date: {where} has {r['steps']} steps (nothing to do; --fresh starts over).")
-    else:
-        last = r.get("last") or {}
-        psnr = f", training PSNR {last['psnr']:.2f} dB" if last.get("psnr") is not None else ""
-        CONSOLE.print(
-            f"train: {where} at step {r['steps']} ({r['stopped']} reached), {r['s_per_it']:.3g} s/it on {r['device']}{psnr}."
-        )
-    if outcome.eval is not None:
-        _print_eval(scene, outcome.eval)
-
-
-def _check_scene_type(scene_type: str | None) -> None:
-    from nerfpipe.cameras.scene_type import SCENE_KINDS
-
-    if scene_type is not None and scene_type not in SCENE_KINDS:
-        raise NerfpipeError(f"--scene-type {scene_type!r} is not a scene type: use forward, arc or 360.")
-
-
-def _print_eval(scene: Path, res) -> None:
-    r = res.result
-    mean = r.get("mean", {})
-    parts = [f"{k.upper()} {v:.4g}" for k, v in mean.items()]
-    state = "up to date" if not res.ran else f"{r['count']} held-out views, {r['s_per_view']:.1f} s/view"
-    CONSOLE.print(f"eval ({state}): {', '.join(parts) or 'no held-out views'} -> {scene / 'runs' / r['run'] / 'metrics.json'}")
-
-
-@app.command(name="eval")
-@user_errors
-def eval_(
-    scene: Path = typer.Argument(Path("."), help="Scene folder holding runs/."),
-    run: Optional[str] = typer.Option(None, "--run", help="Run to evaluate (default: the only one)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
-    chunk: Optional[int] = typer.Option(None, "--chunk", min=1, help="Rays per rendering call (default: from free memory)."),
-    force: bool = typer.Option(False, "--force", help="Render and score again even if up to date."),
-) -> None:
-    """Render the held-out views of a run to runs/RUN/test/ and write PSNR, SSIM (and LPIPS) to runs/RUN/metrics.json."""
-    from nerfpipe.stages import train as stage
-
-    res = stage.run_eval(stage.EvalParams(scene=scene, run=run, device=device, chunk=chunk, force=force), RichReporter())
-    _print_eval(scene, res)
-
-
-@app.command()
-@user_errors
-def render(
-    scene: Path = typer.Argument(Path("."), help="Scene folder holding runs/."),
-    run: Optional[str] = typer.Option(None, "--run", help="Run to render (default: the one that finished training last)."),
-    factor: Optional[float] = typer.Option(None, "--factor", help="Render at full resolution / FACTOR (default: the training factor)."),
-    frames: Optional[int] = typer.Option(None, "--frames", help="Frames of the path (default 120; 40 for Blender scenes)."),
-    fps: int = typer.Option(30, "--fps", help="Frames per second of the video."),
-    frames_dir: bool = typer.Option(False, "--frames-dir", help="Also keep every frame as PNG in renders/RUN/frames/."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
-    force: bool = typer.Option(False, "--force", help="Render again even if up to date."),
-) -> None:
-    """Render the camera path (LLFF spiral, 360 circle or Blender turntable) to renders/RUN/PATH.mp4 and PATH_depth.mp4 (PATH: spiral, circle, arc or turntable)."""
-    from nerfpipe.stages import render as stage
-
-    params = stage.RenderParams(scene=scene, run=run, factor=factor, frames=frames, fps=fps, frames_dir=frames_dir,
-                                device=device, force=force)
-    res = stage.run(params, RichReporter())
-    r = res.result
-    state = "up to date" if not res.ran else f"{r['seconds_per_frame']:.2f} s/frame on {r['device']}"
-    CONSOLE.print(
-        f"render ({state}): {scene / r['video']} and {scene / r['depth_video']}, "
-        f"{r['frames']} frames {r['size'][0]}x{r['size'][1]} ({r['path']})."
-    )
-
-
-@app.command(name="all")
-@user_errors
-def all_(
-    source: Path = typer.Argument(..., help="Folder with the photos (loose or in photos/), videos, or one video file."),
-    scene: Optional[Path] = typer.Option(None, "--scene", "-s", help="Scene folder for all outputs (default: the photos' folder)."),
-    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe name or path (default: fast, else llff)."),
-    sets: List[str] = typer.Option([], "--set", help="Override one recipe value: --set training.batch_rays=2048."),
-    iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Training steps."),
-    minutes: Optional[float] = typer.Option(None, "--minutes", callback=_minutes, help="Also stop training after this many minutes; 0: no limit."),
-    factor: Optional[int] = typer.Option(None, "--factor", min=1, help="Train on photos downsampled by FACTOR (default: about 500 px wide on a CPU)."),
-    frames: Optional[int] = typer.Option(None, "--frames", help="Frames of the video (default 120)."),
-    device: str = typer.Option("auto", "--device", help="auto (cuda, then mps, then cpu), cpu, cuda, mps."),
-    tf32: bool = typer.Option(False, "--tf32", help="On an NVIDIA GPU, matrix products in TF32 while training (faster; default fp32)."),
-    scene_type: Optional[str] = typer.Option(None, "--scene-type", help="forward, arc or 360 (default: decided from the cameras)."),
-) -> None:
-    """Photos -> video: ingest, poses, train and render, each one cached (a second run only says so)."""
-    _check_scene_type(scene_type)
-    from nerfpipe.stages import pipeline
-
-    overrides = _train_overrides(sets, iters, minutes, None, None, None, None)
-    params = pipeline.AllParams(source=source, scene=scene, recipe=recipe, overrides=overrides, factor=factor,
-                                frames=frames, device=device, tf32=tf32, scene_type=scene_type)
-    lines = pipeline.run(params, RichReporter())
-    table = Table(show_header=True, header_style="bold")
-    for column in ("stage", "", "time", "result"):
-        table.add_column(column)
-    for line in lines:
-        table.add_row(line.stage, "ran" if line.ran else "up to date", f"{line.seconds:.1f} s", line.figure)
-    CONSOLE.print(table)
-
-
 @app.command()
 @user_errors
 def poses(
@@ -364,6 +228,111 @@ def report(
     _print_report(scene, data["sentences"], len(data["problems"]))
 
 
+def _train_overrides(sets, iters, minutes, factor, loss, batch_rays, seed) -> tuple[str, ...]:
+    typed = {"training.iters": iters, "training.minutes": minutes, "data.factor": factor, "training.loss": loss,
+             "training.batch_rays": batch_rays, "training.seed": seed}
+    return tuple(sets) + tuple(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in typed.items() if v is not None)
+
+
+@app.command()
+@user_errors
+def train(
+    scene: Path = typer.Argument(Path("."), help="Scene folder: after ingest + poses, one with transforms.json and its images, a published LLFF scene, or a Blender scene."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe name (recipes/NAME.toml) or path; default fast, else llff."),
+    sets: List[str] = typer.Option([], "--set", help="Override one recipe value: --set nerf.n_samples=32 (repeatable)."),
+    iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Training steps (training.iters)."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", callback=_minutes, help="Also stop after this many minutes (training.minutes); 0: no limit."),
+    factor: Optional[int] = typer.Option(None, "--factor", min=1, help="Train on images_FACTOR/ (data.factor)."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="mse, smooth_l1 or l1 (training.loss)."),
+    batch_rays: Optional[int] = typer.Option(None, "--batch-rays", min=1, help="Rays per step (training.batch_rays)."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Random seed (training.seed)."),
+    run: Optional[str] = typer.Option(None, "--run", help="Run name: runs/RUN/ (default: the recipe's name)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Start the run over instead of resuming it."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps."),
+    no_eval: bool = typer.Option(False, "--no-eval", help="Do not render and score the held-out views at the end."),
+    tf32: bool = typer.Option(False, "--tf32", help="On an NVIDIA GPU, matrix products in TF32 while training: faster, same PSNR as measured (default fp32, as the paper)."),
+    scene_type: Optional[str] = typer.Option(None, "--scene-type", help="forward, arc or 360 (default: decided from the cameras)."),
+) -> None:
+    """Train a NeRF on a scene into runs/RUN/ (resumes; --fresh starts over), then evaluate the held-out views."""
+    _check_scene_type(scene_type)
+    from nerfpipe.stages import train as stage
+
+    params = stage.TrainParams(
+        scene=scene, recipe=recipe, overrides=_train_overrides(sets, iters, minutes, factor, loss, batch_rays, seed),
+        run=run, fresh=fresh, device=device, evaluate=not no_eval, scene_type=scene_type, tf32=tf32,
+    )
+    outcome = stage.run(params, RichReporter())
+    r = outcome.train.result
+    where = scene / r["run_dir"]
+    if not outcome.train.ran:
+        CONSOLE.print(f"train is up to date: {where} has {r['steps']} steps (nothing to do; --fresh starts over).")
+    else:
+        last = r.get("last") or {}
+        psnr = f", training PSNR {last['psnr']:.2f} dB" if last.get("psnr") is not None else ""
+        CONSOLE.print(
+            f"train: {where} at step {r['steps']} ({r['stopped']} reached), {r['s_per_it']:.3g} s/it on {r['device']}{psnr}."
+        )
+    if outcome.eval is not None:
+        _print_eval(scene, outcome.eval)
+
+
+def _check_scene_type(scene_type: str | None) -> None:
+    from nerfpipe.cameras.scene_type import SCENE_KINDS
+
+    if scene_type is not None and scene_type not in SCENE_KINDS:
+        raise NerfpipeError(f"--scene-type {scene_type!r} is not a scene type: use forward, arc or 360.")
+
+
+def _print_eval(scene: Path, res) -> None:
+    r = res.result
+    mean = r.get("mean", {})
+    parts = [f"{k.upper()} {v:.4g}" for k, v in mean.items()]
+    state = "up to date" if not res.ran else f"{r['count']} held-out views, {r['s_per_view']:.1f} s/view"
+    CONSOLE.print(f"eval ({state}): {', '.join(parts) or 'no held-out views'} -> {scene / 'runs' / r['run'] / 'metrics.json'}")
+
+
+@app.command(name="eval")
+@user_errors
+def eval_(
+    scene: Path = typer.Argument(Path("."), help="Scene folder holding runs/."),
+    run: Optional[str] = typer.Option(None, "--run", help="Run to evaluate (default: the only one)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
+    chunk: Optional[int] = typer.Option(None, "--chunk", min=1, help="Rays per rendering call (default: from free memory)."),
+    force: bool = typer.Option(False, "--force", help="Render and score again even if up to date."),
+) -> None:
+    """Render the held-out views of a run to runs/RUN/test/ and write PSNR, SSIM and LPIPS to runs/RUN/metrics.json."""
+    from nerfpipe.stages import train as stage
+
+    res = stage.run_eval(stage.EvalParams(scene=scene, run=run, device=device, chunk=chunk, force=force), RichReporter())
+    _print_eval(scene, res)
+
+
+@app.command()
+@user_errors
+def render(
+    scene: Path = typer.Argument(Path("."), help="Scene folder holding runs/."),
+    run: Optional[str] = typer.Option(None, "--run", help="Run to render (default: the one that finished training last)."),
+    factor: Optional[float] = typer.Option(None, "--factor", help="Render at full resolution / FACTOR (default: the training factor)."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames of the path (default 120; 40 for Blender scenes)."),
+    fps: int = typer.Option(30, "--fps", help="Frames per second of the video."),
+    frames_dir: bool = typer.Option(False, "--frames-dir", help="Also keep every frame as PNG in renders/RUN/frames/."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
+    force: bool = typer.Option(False, "--force", help="Render again even if up to date."),
+) -> None:
+    """Render the camera path (LLFF spiral, 360 circle or Blender turntable) to renders/RUN/PATH.mp4 and PATH_depth.mp4 (PATH: spiral, circle, arc or turntable)."""
+    from nerfpipe.stages import render as stage
+
+    params = stage.RenderParams(scene=scene, run=run, factor=factor, frames=frames, fps=fps, frames_dir=frames_dir,
+                                device=device, force=force)
+    res = stage.run(params, RichReporter())
+    r = res.result
+    state = "up to date" if not res.ran else f"{r['seconds_per_frame']:.2f} s/frame on {r['device']}"
+    CONSOLE.print(
+        f"render ({state}): {scene / r['video']} and {scene / r['depth_video']}, "
+        f"{r['frames']} frames {r['size'][0]}x{r['size'][1]} ({r['path']})."
+    )
+
+
 @app.command()
 @user_errors
 def export(
@@ -381,6 +350,37 @@ def export(
     state = "up to date" if not res.ran else f"{res.seconds:.1f} s"
     CONSOLE.print(f"export ({state}): {r['points']} points and {r['frames']} cameras in {scene / r['folder']} "
                   f"(sparse_pc.ply, nerfstudio/, colmap/, instant-ngp/ with aabb_scale {r['aabb_scale']}).")
+
+
+@app.command(name="all")
+@user_errors
+def all_(
+    source: Path = typer.Argument(..., help="Folder with the photos (loose or in photos/), videos, or one video file."),
+    scene: Optional[Path] = typer.Option(None, "--scene", "-s", help="Scene folder for all outputs (default: the photos' folder)."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe name or path (default: fast, else llff)."),
+    sets: List[str] = typer.Option([], "--set", help="Override one recipe value: --set training.batch_rays=2048."),
+    iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Training steps."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", callback=_minutes, help="Also stop training after this many minutes; 0: no limit."),
+    factor: Optional[int] = typer.Option(None, "--factor", min=1, help="Train on photos downsampled by FACTOR (default: about 500 px wide on a CPU)."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames of the video (default 120)."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda, then mps, then cpu), cpu, cuda, mps."),
+    tf32: bool = typer.Option(False, "--tf32", help="On an NVIDIA GPU, matrix products in TF32 while training (faster; default fp32)."),
+    scene_type: Optional[str] = typer.Option(None, "--scene-type", help="forward, arc or 360 (default: decided from the cameras)."),
+) -> None:
+    """Photos -> video: ingest, poses, train and render, each one cached (a second run only says so)."""
+    _check_scene_type(scene_type)
+    from nerfpipe.stages import pipeline
+
+    overrides = _train_overrides(sets, iters, minutes, None, None, None, None)
+    params = pipeline.AllParams(source=source, scene=scene, recipe=recipe, overrides=overrides, factor=factor,
+                                frames=frames, device=device, tf32=tf32, scene_type=scene_type)
+    lines = pipeline.run(params, RichReporter())
+    table = Table(show_header=True, header_style="bold")
+    for column in ("stage", "", "time", "result"):
+        table.add_column(column)
+    for line in lines:
+        table.add_row(line.stage, "ran" if line.ran else "up to date", f"{line.seconds:.1f} s", line.figure)
+    CONSOLE.print(table)
 
 
 @app.command(name="compare-poses")

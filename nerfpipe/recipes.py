@@ -214,6 +214,11 @@ def _build(cls: type, table: dict, origins: dict[str, str], where: str, prefix: 
     return built
 
 
+def has_override(overrides, key: str) -> bool:
+    """Does one of the ``key=value`` overrides set ``key`` (``table.name``, or its bare ``name``)?"""
+    return any(o.split("=", 1)[0].strip() in (key, key.split(".")[-1]) for o in overrides if isinstance(o, str))
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``'training.iters=2000'`` -> ('training.iters', 2000); bare words are strings (``loss=l1``)."""
     if "=" not in text:

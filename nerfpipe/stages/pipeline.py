@@ -21,6 +21,7 @@ from nerfpipe.frames import VideoError, video_size
 from nerfpipe.photos import PhotoError, probe
 from nerfpipe.nerf.trainer import pick_device
 from nerfpipe.progress import Reporter
+from nerfpipe.recipes import has_override
 from nerfpipe.stages import ingest, poses, render, report, train
 
 TARGET_LONG_SIDE_CPU = 500
@@ -91,10 +92,6 @@ def auto_factor(photos: Path, long_side: int) -> int | None:
     return max(2, round(max(size) / long_side))
 
 
-def _has_override(overrides: tuple[str, ...], key: str) -> bool:
-    return any(o.split("=", 1)[0].strip() in (key, key.split(".")[-1]) for o in overrides)
-
-
 def capture_report(scene: Path, reporter: Reporter) -> StageResult:
     """After poses, before the long training: the capture report's sentences (warnings when they are
     problems) and where its files are."""
@@ -112,7 +109,7 @@ def run(params: AllParams, reporter: Reporter | None = None) -> list[StageLine]:
     photos, scene = _photos_and_scene(params)
     device = pick_device(params.device)
     target = TARGET_LONG_SIDE_CPU if device.type == "cpu" else TARGET_LONG_SIDE_GPU
-    factor = params.factor or (None if _has_override(params.overrides, "data.factor") else auto_factor(photos, target))
+    factor = params.factor or (None if has_override(params.overrides, "data.factor") else auto_factor(photos, target))
     factors = tuple(sorted(set(DEFAULT_FACTORS) | ({factor} if factor else set())))
     lines: list[StageLine] = []
 

@@ -50,7 +50,7 @@ from nerfpipe.nerf.metrics import Lpips, psnr, ssim
 from nerfpipe.nerf.models import Model, SceneBox, build_model, chunk_size, render_image
 from nerfpipe.io import write_json_atomic, write_png
 from nerfpipe.progress import Reporter
-from nerfpipe.recipes import Recipe, default_recipe_name, dump_recipe, load_recipe
+from nerfpipe.recipes import Recipe, default_recipe_name, dump_recipe, has_override, load_recipe
 from nerfpipe.stages import colmap_source, undistort
 
 VERSION = "1"
@@ -167,10 +167,6 @@ def scene_cameras(scene: Path, source: Source) -> np.ndarray | None:
     return None
 
 
-def _has_override(overrides: tuple[str, ...] | list[str], key: str) -> bool:
-    return any(o.split("=", 1)[0].strip() in (key, key.split(".")[-1]) for o in overrides)
-
-
 def scene_type_overrides(scene: Path, source: Source, overrides: tuple[str, ...], scene_type: SceneKind | None,
                          reporter: Reporter) -> tuple[str, ...]:
     """Recipe overrides for the capture's kind: NDC for forward-facing, spherify for an arc or a circle.
@@ -186,7 +182,7 @@ def scene_type_overrides(scene: Path, source: Source, overrides: tuple[str, ...]
     else:
         decided = classify(cameras)
         kind, why = decided.kind, decided.reason
-    if any(_has_override(overrides, key) for key in ("data.ndc", "data.spherify")):
+    if any(has_override(overrides, key) for key in ("data.ndc", "data.spherify")):
         reporter.info(f"Scene type: {kind} ({why}); the recipe's ndc/spherify as set with --set.")
         return ()
     reporter.info(f"Scene type: {kind} ({why}).")

@@ -2,9 +2,9 @@
 
 The trainer knows models only through :class:`nerfpipe.nerf.models.Model`, datasets through
 :class:`TrainingData`, and takes its own :class:`TrainingConfig` (a recipe's ``[training]`` table).
-It is deterministic given the recipe's seed and resumes exactly: each step's ray batch and each step's sampling noise
-come from generators seeded by (seed, step), so a run interrupted at step k and resumed gives the
-same batches as an uninterrupted one.
+It is deterministic given the recipe's seed and resumes exactly: each step's ray batch and each
+step's sampling noise come from generators seeded by (seed, step), so a run interrupted at step k and
+resumed gives the same batches as an uninterrupted one.
 
 Run folder (``runs/<run>/``): ``checkpoints/step_<n>.pt`` (the last :data:`KEEP_CHECKPOINTS`),
 ``metrics.jsonl`` (one JSON object per logged step), and TensorBoard event files when the optional

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -72,8 +73,6 @@ def _int_list(values: List[str], option: str) -> tuple[int, ...]:
 
 def _minutes(value: Optional[float]) -> Optional[float]:
     """--minutes: a finite number of minutes, 0 for no limit (NaN and negatives are not)."""
-    import math
-
     if value is not None and not (math.isfinite(value) and value >= 0):
         raise typer.BadParameter(f"{value} is not a number of minutes: use 0 (no limit) or more, such as 8.")
     return value

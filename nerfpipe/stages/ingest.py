@@ -154,8 +154,8 @@ def _process_one(path: Path, stem: str, factors: tuple[int, ...], out: Path) -> 
     height, width = rgb.shape[:2]
     with open_photo(io.BytesIO(data)) as (img, photo_exif):
         fmt, mode = img.format, img.mode
-    orientation = photo_exif.get(0x0112, 1) if photo_exif is not None else "damaged"
-    if fmt == "JPEG" and mode == "RGB" and orientation in (1, None):
+    upright = photo_exif is not None and photo_exif.get(0x0112, 1) in (1, None)  # damaged EXIF: re-encoded
+    if fmt == "JPEG" and mode == "RGB" and upright:
         full_name = f"{stem}.jpg"
         (out / scene_layout.IMAGES / full_name).write_bytes(data)
     elif fmt == "JPEG" or fmt in HEIF_FORMATS:

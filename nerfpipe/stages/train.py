@@ -406,10 +406,7 @@ def load_run(scene: Path, run_name: str | None, device: torch.device | str = "cp
     """
     run_name = _find_run(scene, run_name)
     folder = run_dir(scene, run_name)
-    recipe_path = folder / RECIPE_FILE
-    if not recipe_path.exists():
-        raise NerfpipeError(f"There is no run {run_name!r} in {Path(scene) / scene_layout.RUNS}: train it first with `nerfpipe train`.")
-    recipe = load_recipe(str(recipe_path))
+    recipe = load_recipe(str(folder / RECIPE_FILE))  # _find_run named a run that has one
     meta = _read_json(folder / DATASET_FILE)
     if meta is None or not isinstance(meta.get("scene_box"), dict):
         raise NerfpipeError(f"{folder / DATASET_FILE} is missing or unreadable: run `nerfpipe train --fresh` to train "

@@ -1,4 +1,4 @@
-"""Small file primitives shared by every layer: atomic writes and PNG encoding.
+"""Small file primitives shared by every layer: atomic writes, PNG encoding, relative paths.
 
 An atomic write goes to a temporary file beside the target and is renamed over it, so a reader (or
 a run killed half-way) sees the old file or the new one, never half of one.
@@ -14,6 +14,12 @@ from typing import Any, Callable
 
 import cv2
 import numpy as np
+
+
+def relative_path(path: Path, folder: Path) -> str:
+    """``path`` relative to ``folder`` (with .. where needed), with forward slashes, as transforms.json
+    and PLY references are written."""
+    return Path(os.path.relpath(Path(path).absolute(), Path(folder).absolute())).as_posix()
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:

@@ -68,6 +68,12 @@ class DataConfig:
     BOUNDS: ClassVar[dict[str, str]] = {"factor": ">= 1", "llffhold": ">= 0", "bd_factor": "> 0"}
     """Allowed values (see :func:`_check_bound`)."""
 
+    def problems(self) -> dict[str, str]:
+        """{key: what is wrong} for values that are each allowed but do not fit together."""
+        if self.ndc and self.spherify:
+            return {"spherify": "needs data.ndc = false (NDC is for forward-facing scenes)"}
+        return {}
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -175,10 +181,10 @@ def _check_bound(where: str, key: str, value: Any, bound: str) -> None:
         raise ValueError(f"bad bound {bound!r} for {key}")
     for v in value if isinstance(value, tuple) else (value,):
         if m.group(1):
-            lo, ok = float(m.group(2)), (v >= float(m.group(2))) if m.group(1) == ">=" else (v > float(m.group(2)))
-            if not ok:
+            inclusive, lo = m.group(1) == ">=", float(m.group(2))
+            if not (v >= lo if inclusive else v > lo):
                 num = int(lo) if lo.is_integer() else lo
-                wanted = f"{num} or more" if m.group(1) == ">=" else f"above {num}"
+                wanted = f"{num} or more" if inclusive else f"above {num}"
                 raise NerfpipeError(f"{where}: {key} = {_show(value)} should be {wanted}.")
         else:
             lo, hi = float(m.group(4)), float(m.group(5))
@@ -274,8 +280,11 @@ def load_recipe(name_or_path: str, overrides: list[str] | list[tuple[str, Any]] 
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise NerfpipeError(f"{where} is not valid TOML ({e}): fix the line it names.") from None
-    pairs = [parse_override(o) if isinstance(o, str) else o for o in overrides]
-    labels = {parse_override(o)[0]: f"--set {o.strip()}" for o in overrides if isinstance(o, str)}
+    pairs, labels = [], {}
+    for o in overrides:
+        pairs.append(parse_override(o) if isinstance(o, str) else o)
+        if isinstance(o, str):
+            labels[pairs[-1][0]] = f"--set {o.strip()}"
     model = dict(pairs).get("model", raw.get("model"))
     if model is None:
         raise NerfpipeError(f"{where} has no model key: add model = \"nerf\" (or one of {', '.join(model_names())}).")
@@ -298,9 +307,6 @@ def load_recipe(name_or_path: str, overrides: list[str] | list[tuple[str, Any]] 
     training = _build(TrainingConfig, raw.get("training", {}), origins.get("training", {}), where, "training.")
     model_cfg = _build(entry.config_cls, raw.get(model, {}), origins.get(model, {}), where, f"{model}.", exclude=("loss",))
     model_cfg = dataclasses.replace(model_cfg, loss=training.loss)
-    if data.ndc and data.spherify:
-        came_from = origins.get("data", {}).get("spherify") or origins.get("data", {}).get("ndc") or where
-        raise NerfpipeError(f"{came_from}: data.spherify needs data.ndc = false (NDC is for forward-facing scenes).")
     return Recipe(name=path.stem, model=model, data=data, training=training, model_config=model_cfg, path=str(path))
 
 

@@ -16,7 +16,6 @@ Not a cached stage: it writes a file the user names.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from nerfpipe.datasets.llff import list_published_images
 from nerfpipe.datasets.transforms import read_frames
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.photos import PhotoError, probe
-from nerfpipe.io import write_atomic
+from nerfpipe.io import relative_path, write_atomic
 from nerfpipe.progress import Reporter
 
 POSES_BOUNDS_SUFFIX = ".npy"
@@ -76,11 +75,6 @@ def _kind(path: Path) -> str:
     if suffix == TRANSFORMS_SUFFIX:
         return "transforms"
     raise NerfpipeError(f"{path} is neither a .npy (poses_bounds) nor a .json (transforms) file: name it with one of those suffixes.")
-
-
-def _relative(path: Path, folder: Path) -> str:
-    """``path`` relative to ``folder`` (with .. where needed), with forward slashes."""
-    return Path(os.path.relpath(Path(path).absolute(), Path(folder).absolute())).as_posix()
 
 
 def image_names_for(src: Path, count: int, images: Path | None) -> tuple[Path, list[str]]:
@@ -130,7 +124,7 @@ def _pb_to_tj(params: ConvertParams, result: ConvertResult) -> None:
     size = _size_warning(folder, names, poses_llff)
     if size:
         result.warnings.append(size)
-    file_paths = [_relative(folder / n, params.dst.parent) for n in names]
+    file_paths = [relative_path(folder / n, params.dst.parent) for n in names]
     t = transforms_from_poses_bounds(poses_llff, bounds, file_paths)
     shared = len(set(t.cameras)) == 1
     write_atomic(params.dst, lambda tmp: write_transforms(tmp, t.file_paths, t.c2w_gl, t.cameras[0] if shared else t.cameras,
@@ -161,7 +155,7 @@ def _tj_to_tj(params: ConvertParams, result: ConvertResult) -> None:
     keep = set(frames.transforms.file_paths)
     kept = [f for f in data["frames"] if str(f.get("file_path", "")) in keep]
     for frame, path in zip(sorted(kept, key=lambda f: str(f["file_path"])), frames.files):
-        frame["file_path"] = _relative(path, params.dst.parent)
+        frame["file_path"] = relative_path(path, params.dst.parent)
     data["frames"] = kept
     write_atomic(params.dst, lambda tmp: tmp.write_text(json.dumps(data, indent=2)))
     result.frames = len(kept)

@@ -16,7 +16,6 @@ Nothing here changes the scene's own files. The instant-ngp file records what it
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from nerfpipe import scene as scene_layout
 from nerfpipe.cache import StageResult, StageSpec, require_manifest, run_stage
 from nerfpipe.cameras.conventions import read_transforms, to_homogeneous
 from nerfpipe.errors import NerfpipeError
+from nerfpipe.io import relative_path
 from nerfpipe.progress import Reporter
 
 VERSION = "1"
@@ -89,10 +89,6 @@ def ngp_transform(c2w_gl: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, i
     return transform, aabb
 
 
-def _relative(target: Path, start: Path) -> str:
-    return Path(os.path.relpath(target, start)).as_posix()
-
-
 def run(params: ExportParams, reporter: Reporter | None = None) -> StageResult:
     reporter = reporter or Reporter()
     scene = scene_layout.require_folder(Path(params.scene), "The scene folder", "pass a folder you ran `nerfpipe poses` in")
@@ -113,7 +109,7 @@ def run(params: ExportParams, reporter: Reporter | None = None) -> StageResult:
         t = read_transforms(scene / scene_layout.TRANSFORMS)
         ns = json.loads((scene / scene_layout.TRANSFORMS).read_text())
         for frame in ns["frames"]:
-            frame["file_path"] = _relative(scene / frame["file_path"], scene / EXPORTS / "nerfstudio")
+            frame["file_path"] = relative_path(scene / frame["file_path"], scene / EXPORTS / "nerfstudio")
         ns["ply_file_path"] = f"../{PLY_NAME}"
         (folder / "nerfstudio").mkdir()
         (folder / "nerfstudio" / "transforms.json").write_text(json.dumps(ns, indent=2))
@@ -129,7 +125,7 @@ def run(params: ExportParams, reporter: Reporter | None = None) -> StageResult:
         for frame, c2w in zip(ns["frames"], to_homogeneous(t.c2w_gl)):
             moved = transform @ c2w
             moved[:3, :3] /= transform[0, 0]  # keep the rotation a rotation: only the centre is scaled
-            ngp["frames"].append({**frame, "file_path": _relative(scene / EXPORTS / "nerfstudio" / frame["file_path"],
+            ngp["frames"].append({**frame, "file_path": relative_path(scene / EXPORTS / "nerfstudio" / frame["file_path"],
                                                                   scene / EXPORTS / "instant-ngp"),
                                   "transform_matrix": moved.tolist()})
         ngp.update({"aabb_scale": aabb, "nerfpipe_transform": transform.tolist()})

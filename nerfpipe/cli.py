@@ -273,6 +273,8 @@ def train(
         )
     if outcome.eval is not None:
         _print_eval(scene, outcome.eval)
+    if stage.poor_result(outcome):
+        raise typer.Exit(stage.POOR_EXIT_CODE)
 
 
 def _check_scene_type(scene_type: str | None) -> None:
@@ -287,7 +289,10 @@ def _print_eval(scene: Path, res) -> None:
     mean = r.get("mean", {})
     parts = [f"{k.upper()} {v:.4g}" for k, v in mean.items()]
     state = "up to date" if not res.ran else f"{r['count']} held-out views, {r['s_per_view']:.1f} s/view"
-    CONSOLE.print(f"eval ({state}): {', '.join(parts) or 'no held-out views'} -> {scene / 'runs' / r['run'] / 'metrics.json'}")
+    said = r.get("verdict")
+    verdict = f"; training views {said['train_psnr']:.2f} dB, verdict {said['result']}" if said else ""
+    CONSOLE.print(f"eval ({state}): {', '.join(parts) or 'no held-out views'}{verdict} -> "
+                  f"{scene / 'runs' / r['run'] / 'metrics.json'}")
 
 
 @app.command(name="eval")
@@ -380,6 +385,10 @@ def all_(
     for line in lines:
         table.add_row(line.stage, "ran" if line.ran else "up to date", f"{line.seconds:.1f} s", line.figure)
     CONSOLE.print(table)
+    if any(line.poor for line in lines):
+        from nerfpipe.stages.train import POOR_EXIT_CODE
+
+        raise typer.Exit(POOR_EXIT_CODE)
 
 
 @app.command(name="compare-poses")

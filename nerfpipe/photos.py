@@ -6,14 +6,15 @@ Pillow reads every format here; it is what imageio itself reads images with.
 from __future__ import annotations
 
 import contextlib
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import cv2
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
+
 
 try:  # iPhones save HEIC by default: pillow-heif (a wheel with libheif inside) teaches Pillow to read it
     import pillow_heif
@@ -40,11 +41,6 @@ UNSUPPORTED_PHOTO_SUFFIXES = {
 }
 
 Image.MAX_IMAGE_PIXELS = 300_000_000  # panoramas are fine; a decompression bomb is not
-
-
-def natural_key(name: str) -> tuple:
-    """Sort key of a file name in natural order: '2.jpg' before '10.jpg'."""
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", name))
 
 
 class PhotoError(Exception):
@@ -131,6 +127,15 @@ def probe(path: Path) -> PhotoInfo:
         raise PhotoError(f"it is not a readable image ({e})") from None
 
 
+def _alpha8(img: Image.Image) -> np.ndarray | None:
+    """(H, W) uint8 alpha of a photo that has transparency (some pixel below 255), else None."""
+    mode = img.mode
+    if not (mode in ("RGBA", "LA", "PA", "RGBa", "La", "RGBA;16B") or (mode == "P" and "transparency" in img.info)):
+        return None
+    alpha = np.asarray(img.convert("RGBA"), dtype=np.uint8)[..., 3]
+    return alpha if int(alpha.min()) < 255 else None
+
+
 def _to_rgb8(img: Image.Image) -> np.ndarray:
     """(H, W, 3) uint8 from any Pillow mode: 16-bit scaled down, alpha composited on white."""
     mode = img.mode
@@ -160,6 +165,17 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
 def read_rgb8(path: Path) -> tuple[np.ndarray, bytes | None]:
     """The whole photo, upright, as (H, W, 3) uint8, and its EXIF (orientation reset) if any.
 
+    See :func:`read_photo`, which also returns the alpha channel of a cut-out photo.
+    """
+    rgb, _alpha, exif = read_photo(path)
+    return rgb, exif
+
+
+def read_photo(path: Path) -> tuple[np.ndarray, np.ndarray | None, bytes | None]:
+    """The whole photo, upright: RGB (H, W, 3) uint8 (transparent pixels composited on white), its
+    alpha (H, W) uint8 when it has transparency (a cut-out photo; else None), and its EXIF
+    (orientation reset) if any.
+
     Raises PhotoError for a truncated or corrupt file: Pillow is told not to paper over missing
     data, and its warnings about bad pixel data are errors here. A damaged EXIF block alone is not:
     the photo is read as stored, without EXIF.
@@ -174,10 +190,61 @@ def read_rgb8(path: Path) -> tuple[np.ndarray, bytes | None]:
                 upright = ImageOps.exif_transpose(img)
                 exif = upright.info.get("exif")
             arr = _to_rgb8(upright)
+            alpha = _alpha8(upright)
     except Image.DecompressionBombError:
         raise PhotoError("it is too large to be a photo") from None
     except (OSError, ValueError, SyntaxError, Warning) as e:
         raise PhotoError(f"it is truncated or corrupt ({e})") from None
     if arr.ndim != 3 or arr.shape[2] != 3 or min(arr.shape[:2]) < 1:
         raise PhotoError(f"it decoded to an unexpected shape {arr.shape}")
-    return np.ascontiguousarray(arr), exif if isinstance(exif, bytes) else None
+    return np.ascontiguousarray(arr), alpha, exif if isinstance(exif, bytes) else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Photos cut out on white (a background-removal app, a light box) or on transparency
+
+WHITE_LEVEL = 245
+"""A pixel whose every channel is at least this is white background (JPEG leaves 250-255 on a white field)."""
+ON_WHITE_BORDER = 0.97
+"""A photo is on white when at least this fraction of its border pixels is white ..."""
+ON_WHITE_MIN_BACKGROUND = 0.10
+"""... and the white connected to the border covers at least this fraction of the photo."""
+
+
+@dataclass(frozen=True)
+class Background:
+    """What surrounds the subject of one photo."""
+
+    kind: str
+    """'cut_out' (transparent background), 'white' (on a white field) or 'photo' (anything else)."""
+    border_white: float
+    """Fraction of the border pixels that are white (or transparent)."""
+    background: float
+    """Fraction of the photo that is background (white connected to the border, or transparent)."""
+
+
+def object_mask(rgb: np.ndarray, alpha: np.ndarray | None = None) -> tuple[np.ndarray, Background]:
+    """The subject of a photo as an (H, W) bool mask (True = object) and what its background is.
+
+    A cut-out photo (alpha given): the object is alpha >= 128. Otherwise the background is the white
+    (every channel >= WHITE_LEVEL) connected to the photo's border, so white parts inside the object
+    (a label, a highlight) stay object. A photo that is not on white gets an all-True mask.
+    """
+    h, w = rgb.shape[:2]
+    if alpha is not None:
+        obj = alpha >= 128
+        border = np.concatenate([obj[0], obj[-1], obj[:, 0], obj[:, -1]])
+        return obj, Background("cut_out", round(float(1.0 - border.mean()), 4), round(float(1.0 - obj.mean()), 4))
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])  # (2W + 2H, 3): decided before the whole photo
+    border_white = float((border.min(axis=1) >= WHITE_LEVEL).mean())
+    if border_white < ON_WHITE_BORDER:
+        return np.ones((h, w), dtype=bool), Background("photo", round(border_white, 4), 0.0)
+    white = (rgb.min(axis=2) >= WHITE_LEVEL).astype(np.uint8)
+    _n, labels = cv2.connectedComponents(white, connectivity=4)
+    edge_labels = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    edge_labels = edge_labels[edge_labels > 0]
+    background = np.isin(labels, edge_labels) & (white > 0)
+    fraction = float(background.mean())
+    if fraction < ON_WHITE_MIN_BACKGROUND or fraction > 0.995:
+        return np.ones((h, w), dtype=bool), Background("photo", round(border_white, 4), round(fraction, 4))
+    return ~background, Background("white", round(border_white, 4), round(fraction, 4))

@@ -64,6 +64,9 @@ class DataConfig:
     """Composite RGBA images and renders on white (white_bkgd)."""
     half_res: bool = False
     """Blender: load images at half resolution, 400x400 (half_res)."""
+    object: bool = False
+    """An object photographed all around on white (photos cut out on white; set by train for such scenes):
+    the scene box is the box of the sparse points instead of a sphere around everything, rays end on white."""
 
     BOUNDS: ClassVar[dict[str, str]] = {"factor": ">= 1", "llffhold": ">= 0", "bd_factor": "> 0"}
     """Allowed values (see :func:`_check_bound`)."""
@@ -72,6 +75,8 @@ class DataConfig:
         """{key: what is wrong} for values that are each allowed but do not fit together."""
         if self.ndc and self.spherify:
             return {"spherify": "needs data.ndc = false (NDC is for forward-facing scenes)"}
+        if self.ndc and self.object:
+            return {"object": "needs data.ndc = false (NDC is for forward-facing scenes)"}
         return {}
 
 

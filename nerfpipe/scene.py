@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from nerfpipe.errors import NerfpipeError
 
 IMAGES = "images"
+MASKS = "masks"
+"""Object masks (PNG, 255 = object) of photos cut out on white or on transparency, named <stem>.png."""
 PHOTOS = "photos"
 COLMAP = "colmap"
 POSES_BOUNDS = "poses_bounds.npy"
 TRANSFORMS = "transforms.json"
 RUNS = "runs"
 RENDERS = "renders"
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key of a file name in natural order: '2.jpg' before '10.jpg'. A nerfpipe scene's dataset order
+    (the rows of poses_bounds.npy). Like Python's sorted() (case first) except that runs of digits compare as
+    numbers: for names with equally many digits (IMG_4026.JPG ...) it is the sorted
+    order of the published LLFF scenes."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name))
 
 
 def images_dir_name(factor: int) -> str:
@@ -25,7 +36,8 @@ def images_dir(scene: Path, factor: int = 1) -> Path:
 
 
 def output_names(factors) -> list[str]:
-    return [IMAGES] + [images_dir_name(k) for k in factors]
+    """The folders ingest writes: images/, images_<k>/ for each factor, masks/."""
+    return [IMAGES] + [images_dir_name(k) for k in factors] + [MASKS]
 
 
 def find_photos_dir(scene: Path) -> Path:

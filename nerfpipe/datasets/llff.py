@@ -23,7 +23,7 @@ import torch
 
 from nerfpipe import scene as scene_layout
 from nerfpipe.cameras.conventions import gl_from_llff, read_poses_bounds
-from nerfpipe.cameras.normalize import BD_FACTOR, normalize_llff
+from nerfpipe.cameras.normalize import BD_FACTOR, apply_to_points, normalize_llff
 from nerfpipe.datasets.base import SceneData, box_around, frustum_corners
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.nerf.models import SceneBox
@@ -33,6 +33,10 @@ NEAR_MARGIN = 0.9
 """Without NDC, rays start at this fraction of the nearest bound (the reference code's choice)."""
 SPHERE_BOX = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))
 """Region of interest of a spherified capture: the cameras lie at radius about 1 around it."""
+OBJECT_PERCENTILES = (2.0, 98.0)
+"""An object's box spans these percentiles of its sparse points on each axis (stray points left out) ..."""
+OBJECT_MARGIN = 0.15
+"""... grown by this fraction of its size on each side (shiny or plain parts of an object have few points)."""
 
 
 def list_published_images(folder: Path) -> list[str]:
@@ -90,6 +94,7 @@ def load_llff(
     bd_factor: float = BD_FACTOR,
     white_background: bool = False,
     stems: list[str] | None = None,
+    object_points: np.ndarray | None = None,
 ) -> SceneData:
     """Load an LLFF scene folder. ``stems``: the registered images' stems in poses_bounds order
     (a nerfpipe scene); None reads every image of images_<factor>/ in sorted order (published layout)."""
@@ -116,7 +121,16 @@ def load_llff(
               "spherify": spherify, "llffhold": llffhold}
     return llff_scene_data([p.name for p in paths], images, gl_from_llff(poses_llff), bounds, float(full_focal) / factor,
                            llffhold=llffhold, ndc=ndc, spherify=spherify, bd_factor=bd_factor,
-                           white_background=white_background, source=source)
+                           white_background=white_background, source=source, object_points=object_points)
+
+
+def object_box(points: np.ndarray, steps) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The box of an object from its sparse points (P, 3) in the input world, in the normalised world."""
+    for step in steps:
+        points = apply_to_points(points, step)
+    lo, hi = np.percentile(points, OBJECT_PERCENTILES, axis=0)
+    pad = (hi - lo) * OBJECT_MARGIN
+    return tuple(float(v) for v in lo - pad), tuple(float(v) for v in hi + pad)
 
 
 def llff_scene_data(
@@ -132,9 +146,11 @@ def llff_scene_data(
     bd_factor: float,
     white_background: bool,
     source: dict,
+    object_points: np.ndarray | None = None,
 ) -> SceneData:
     """Steps 4-6 above, shared with the transforms.json loader: images (N, H, W, 3) float32, cameras
-    c2w_gl (N, 3, 4) in any world with their bounds (N, 2), focal in pixels of these images."""
+    c2w_gl (N, 3, 4) in any world with their bounds (N, 2), focal in pixels of these images.
+    ``object_points`` (P, 3) in the cameras' world: an object on white, bounded by the box of these points."""
     n, height, width = images.shape[:3]
     c2w, bounds_n, steps = normalize_llff(c2w_gl, bounds, bd_factor=bd_factor, spherify=spherify)
     i_test = list(range(0, n, llffhold)) if llffhold > 0 else []
@@ -147,7 +163,10 @@ def llff_scene_data(
     else:
         near, far = float(bounds_n.min() * NEAR_MARGIN), float(bounds_n.max())
     c2w_t = torch.from_numpy(c2w).float()
-    if spherify:
+    if object_points is not None and not ndc:
+        box = SceneBox("bounded", object_box(np.asarray(object_points, dtype=np.float64), steps), near, far,
+                       white_background)
+    elif spherify:
         box = SceneBox("unbounded", SPHERE_BOX, near, far, white_background)
     else:
         ray_near, ray_far = (0.0, 1.0) if ndc else (near, far)

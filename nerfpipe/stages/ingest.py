@@ -43,18 +43,22 @@ from nerfpipe import scene as scene_layout
 from nerfpipe.cache import StageResult, StageSpec, run_stage
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.frames import DEFAULT_FRAMES, VIDEO_SUFFIXES, VideoError, extract_frames
-from nerfpipe.photos import (HEIF_FORMATS, PHOTO_SUFFIXES, UNSUPPORTED_PHOTO_SUFFIXES, PhotoError, natural_key,
-                             open_photo, probe, read_rgb8)
+from nerfpipe.photos import (HEIF_FORMATS, PHOTO_SUFFIXES, UNSUPPORTED_PHOTO_SUFFIXES, PhotoError,
+                             object_mask, open_photo, probe, read_photo)
 from nerfpipe.io import write_png
+from nerfpipe.scene import natural_key
 from nerfpipe.progress import Reporter
 
 STAGE = "ingest"
-VERSION = "1"
+VERSION = "2"
+"""2: photos in natural name order; masks/ for photos cut out on white or on transparency."""
 MIN_PHOTOS = 3
 CROP_MULTIPLE = 16
 """Both sides of every downsampled image are a multiple of this (NeRF code and video encoders like it)."""
 JPEG_QUALITY = 95
 PNG_COMPRESSION = 3
+ON_WHITE_SCENE = 0.9
+"""The scene is cut out on white when at least this fraction of its photos is (on white or transparent)."""
 
 
 @dataclass(frozen=True)
@@ -150,8 +154,11 @@ def _process_one(path: Path, stem: str, factors: tuple[int, ...], out: Path) -> 
     if not data:
         raise PhotoError("it is empty (0 bytes)")
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()
-    rgb, exif = read_rgb8(io.BytesIO(data))
+    rgb, alpha, exif = read_photo(io.BytesIO(data))
     height, width = rgb.shape[:2]
+    mask, background = object_mask(rgb, alpha)
+    if background.kind != "photo":  # kept only if most photos of the scene are cut out (see _ingest_body)
+        write_png(out / scene_layout.MASKS / f"{stem}.png", mask.astype(np.uint8) * 255, PNG_COMPRESSION)
     with open_photo(io.BytesIO(data)) as (img, photo_exif):
         fmt, mode = img.format, img.mode
     upright = photo_exif is not None and photo_exif.get(0x0112, 1) in (1, None)  # damaged EXIF: re-encoded
@@ -176,7 +183,32 @@ def _process_one(path: Path, stem: str, factors: tuple[int, ...], out: Path) -> 
             ) from None
         _write_png(out / scene_layout.images_dir_name(k) / f"{stem}.png", small)
         sizes[scene_layout.images_dir_name(k)] = [small.shape[1], small.shape[0]]
-    return {"name": full_name, "stem": stem, "source": path.name, "hash": digest, "sizes": sizes}
+    return {"name": full_name, "stem": stem, "source": path.name, "hash": digest, "sizes": sizes,
+            "background": background.kind, "background_fraction": background.background}
+
+
+def _scene_background(done: list[dict], out: Path, reporter: Reporter) -> dict:
+    """Whether the scene's photos are cut out (on white or on transparency): said once, and their
+    object masks kept in masks/ (else masks/ stays empty)."""
+    kinds = Counter(r["background"] for r in done)
+    cut = kinds["white"] + kinds["cut_out"]
+    if cut < ON_WHITE_SCENE * len(done):
+        for mask in (out / scene_layout.MASKS).iterdir():
+            mask.unlink()
+        return {"kind": "photo", "cut_out_photos": cut, "masks": None}
+    kind = "cut_out" if kinds["cut_out"] >= kinds["white"] else "white"
+    others = [r["name"] for r in done if r["background"] == "photo"]
+    for name in others:  # a photo of such a scene that is not cut out: no mask, SfM sees all of it
+        rec = next(r for r in done if r["name"] == name)
+        width, height = rec["sizes"][scene_layout.IMAGES]
+        write_png(out / scene_layout.MASKS / f"{rec['stem']}.png", np.full((height, width), 255, np.uint8), PNG_COMPRESSION)
+    what = "cut out on white" if kind == "white" else "cut out (transparent background, composited on white)"
+    fractions = [r["background_fraction"] for r in done if r["background"] != "photo"]
+    reporter.info(
+        f"The photos are {what} ({cut} of {len(done)}; background {min(fractions):.0%} to {max(fractions):.0%} of each): "
+        f"training with a white background around the object, SfM on the object only (masks in {scene_layout.MASKS}/)."
+    )
+    return {"kind": kind, "cut_out_photos": cut, "masks": scene_layout.MASKS}
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
@@ -282,7 +314,7 @@ def _ingest_body(photos: Path, candidates: list[Path], videos: list[Path], param
         frame_files, frame_info, skipped_videos = _expand_videos(
             videos, out, params, reporter, single=not candidates and len(videos) == 1
         )
-        kept, skipped = _select(sorted(candidates + frame_files, key=lambda p: p.name), reporter)
+        kept, skipped = _select(sorted(candidates + frame_files, key=lambda p: natural_key(p.name)), reporter)
         skipped += skipped_videos
         stems = _output_stems(kept)
         done: list[dict] = []
@@ -315,7 +347,8 @@ def _ingest_body(photos: Path, candidates: list[Path], videos: list[Path], param
                 sizes.setdefault(folder, size)
                 if sizes[folder] != size:  # guarded by _select; a bug if it happens
                     raise RuntimeError(f"mixed sizes in {folder}")
-        done.sort(key=lambda r: r["name"])
+        done.sort(key=lambda r: natural_key(r["name"]))
+        background = _scene_background(done, out, reporter)
         return {
             "photos_dir": str(photos),
             "images": [r["name"] for r in done],
@@ -326,6 +359,7 @@ def _ingest_body(photos: Path, candidates: list[Path], videos: list[Path], param
             "skipped": [{"file": n, "reason": w} for n, w in skipped],
             "sizes": sizes,
             "factors": list(factors),
+            "background": background,
             "body_seconds": round(time.perf_counter() - t0, 3),
         }
 

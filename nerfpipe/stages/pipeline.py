@@ -57,6 +57,8 @@ class StageLine:
     ran: bool
     seconds: float
     figure: str
+    poor: bool = False
+    """The held-out verdict says the result is poor (the CLI exits with train.POOR_EXIT_CODE)."""
 
 
 def _photos_and_scene(params: AllParams) -> tuple[Path, Path]:
@@ -136,8 +138,12 @@ def run(params: AllParams, reporter: Reporter | None = None) -> list[StageLine]:
                                           scene_type=params.scene_type, tf32=params.tf32), reporter)
     psnr = (outcome.eval.result.get("mean", {}).get("psnr") if outcome.eval else None)
     figure = f"held-out PSNR {psnr:.2f} dB" if psnr is not None else f"{outcome.train.result['steps']} steps"
+    said = outcome.eval.result.get("verdict") if outcome.eval else None
+    if said:
+        figure += {"good": " (verdict: good)", "doubtful_views": f" (verdict: doubtful views {', '.join(said['worst_views'])})",
+                   "poor": f" (verdict: POOR, {said['gap_db']:.1f} dB under the training views: poses inconsistent)"}[said["result"]]
     lines.append(StageLine("train", outcome.train.ran or bool(outcome.eval and outcome.eval.ran),
-                           time.perf_counter() - t0, figure))
+                           time.perf_counter() - t0, figure, poor=train.poor_result(outcome)))
 
     t0 = time.perf_counter()
     res = render.run(render.RenderParams(scene=scene, run=outcome.train.result["run"], frames=params.frames,

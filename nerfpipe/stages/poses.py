@@ -6,7 +6,7 @@ order), runs structure-from-motion on a smaller copy of them, and writes into th
 - ``colmap/database.db`` (features and matches of the copy) and ``colmap/sparse/0/`` (the largest
   model, its cameras and 2D points rescaled to the full-resolution ``images/``);
 - ``poses_bounds.npy`` in the LLFF convention (see :mod:`nerfpipe.cameras.conventions`): one row per
-  registered image in sorted name order, hwf of the full-resolution images, near/far from the 0.1
+  registered image in natural name order (``2.jpg`` before ``10.jpg``), hwf of the full-resolution images, near/far from the 0.1
   and 99.9 percentiles of the depths of the points each camera sees (as LLFF's imgs2poses does,
   leaving out points seen by only two cameras: see ``MIN_VIEWS_FOR_BOUNDS``);
 - ``transforms.json`` for nerfstudio / instant-ngp (OpenGL camera-to-world, OPENCV intrinsics of
@@ -27,7 +27,7 @@ What stops (one sentence, none of the stage's outputs written) and what warns:
 | COLMAP split the photos into several models | warn, keep the largest |
 
 The manifest's ``result`` is the contract with later stages: ``images`` (registered names in
-``images/``, sorted: the rows of poses_bounds.npy), ``stems`` (their stems, for ``images_k/``),
+``images/``, in natural order: the rows of poses_bounds.npy), ``stems`` (their stems, for ``images_k/``),
 ``unregistered``, ``hwf`` and the report figures.
 """
 
@@ -37,7 +37,6 @@ import dataclasses
 import math
 import os
 import shutil
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -64,7 +63,8 @@ from nerfpipe.progress import Reporter, Stopwatch
 from nerfpipe.stages import report
 
 STAGE = "poses"
-VERSION = "1"
+VERSION = "2"
+"""2: natural name order; SfM on the object only for photos cut out on white (ingest's masks/)."""
 OUTPUTS = [scene_layout.COLMAP, scene_layout.POSES_BOUNDS, scene_layout.TRANSFORMS]
 MIN_REGISTERED = 3
 MIN_REGISTERED_FRACTION = 0.5
@@ -76,6 +76,16 @@ RELAXED_INIT_MIN_TRI_ANGLE = 4.0
 """Degrees; the second mapping attempt (when the first registers too few) accepts a narrower initial pair."""
 SFM_JPEG_QUALITY = 95
 HINT = "more overlap between neighbouring photos, smaller steps between them, more texture in view and no motion blur usually help"
+
+SCENE_UNEXPLAINED = 0.05
+"""The poses are doubtful as a whole when the cameras leave this fraction of all verified matches unexplained
+(:func:`nerfpipe.colmap.unexplained_matches`; head on white 0.6%, fern under 1%; head with its background,
+whose last 7 cameras are 20-60 degrees off: 25%)."""
+PHOTO_UNEXPLAINED = 0.10
+"""A photo's pose is doubtful when its camera leaves at least this fraction of its verified matches
+unexplained, and ..."""
+PHOTO_UNEXPLAINED_OF_MEDIAN = 3.0
+"""... at least this many times the median photo's fraction."""
 
 Matcher = Literal["auto", "exhaustive", "sequential"]
 
@@ -157,6 +167,61 @@ def registration_problem(registered: int, total: int) -> str | None:
     )
 
 
+def pose_check(unexplained: dict[tuple[str, str], tuple[int, int]], order: list[str]) -> dict:
+    """The check of the recovered cameras against the verified matches, before any training:
+    {"result": "consistent" | "doubtful_photos" | "inconsistent", "unexplained": fraction of all verified
+    matches, "photos": {name: fraction}, "doubtful": names, "sentence": what to do, or None}.
+
+    ``unexplained``: {(name_a, name_b): (unexplained, verified)} (:func:`nerfpipe.colmap.unexplained_matches`);
+    ``order``: the photos' dataset order. A photo is doubtful when its camera leaves far more of its
+    matches unexplained than the median photo's; the poses are inconsistent as a whole when the pairs
+    between the other photos still leave SCENE_UNEXPLAINED of their matches unexplained.
+    """
+    per_photo: dict[str, list[int]] = {}
+    for (a, b), (off, n) in unexplained.items():
+        for name in (a, b):
+            per_photo.setdefault(name, [0, 0])
+            per_photo[name][0] += off
+            per_photo[name][1] += n
+    names = [n for n in order if n in per_photo]
+    fractions = {n: per_photo[n][0] / per_photo[n][1] if per_photo[n][1] else 0.0 for n in names}
+    total = sum(n for _, n in unexplained.values())
+    scene = sum(off for off, _ in unexplained.values()) / total if total else 0.0
+    median = float(np.median(list(fractions.values()))) if fractions else 0.0
+    cut = max(PHOTO_UNEXPLAINED, PHOTO_UNEXPLAINED_OF_MEDIAN * median)
+    doubtful = [n for n in names if fractions[n] >= cut]
+    rest = [(off, n) for (a, b), (off, n) in unexplained.items() if a not in doubtful and b not in doubtful]
+    rest_fraction = sum(o for o, _ in rest) / max(1, sum(n for _, n in rest))
+    worst = sorted(names, key=lambda n: -fractions[n])
+    if rest_fraction >= SCENE_UNEXPLAINED:
+        result, named = "inconsistent", worst[:5]
+        sentence = (
+            f"The recovered cameras leave {scene:.0%} of the verified matches between the photos unexplained (a "
+            f"consistent capture leaves under 2%): something in view moved between the photos (an object turned on "
+            f"a turntable while the room stood still, people, cars) or repeated patterns were matched wrongly, so "
+            f"the poses are doubtful, most of all those of {_name_list(named, 5)}; mask or remove what moved "
+            "(photos cut out on white are masked by themselves), or retake with the object still and the camera moving."
+        )
+    elif doubtful:
+        result, named = "doubtful_photos", doubtful
+        others = [fractions[n] for n in names if n not in doubtful]
+        sentence = (
+            f"The camera{'s' if len(doubtful) > 1 else ''} of {_name_list(doubtful)} leave"
+            f"{'' if len(doubtful) > 1 else 's'} {min(fractions[n] for n in doubtful):.0%}"
+            f"{f' to {max(fractions[n] for n in doubtful):.0%}' if len(doubtful) > 1 else ''} of "
+            f"{'their' if len(doubtful) > 1 else 'its'} verified matches unexplained (the other photos at most "
+            f"{max(others, default=0.0):.0%}): {'their poses are' if len(doubtful) > 1 else 'its pose is'} probably "
+            "wrong; remove or retake "
+            f"{'those photos' if len(doubtful) > 1 else 'that photo'} with more overlap with the neighbours, and run "
+            "`nerfpipe poses --force`."
+        )
+    else:
+        result, named, sentence = "consistent", [], None
+    return {"result": result, "unexplained": round(scene, 5), "unexplained_without_doubtful": round(rest_fraction, 5),
+            "median_photo": round(median, 5), "photos": {n: round(fractions[n], 4) for n in names},
+            "doubtful": named, "sentence": sentence, "threshold_px": colmap.UNEXPLAINED_PX}
+
+
 def _name_list(names: list[str], limit: int = 8) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
@@ -164,6 +229,12 @@ def _name_list(names: list[str], limit: int = 8) -> str:
 
 # --------------------------------------------------------------------------------------------------
 # The stage body
+
+
+def mask_folder(ingest: dict) -> str | None:
+    """The scene's object masks folder (photos cut out on white or on transparency), or None."""
+    background = ingest.get("background") or {}
+    return background.get("masks") if background.get("kind") in ("white", "cut_out") else None
 
 
 def _check_sizes(images_dir: Path, names: list[str], size: tuple[int, int]) -> None:
@@ -190,6 +261,15 @@ def sfm_copy_names(names: list[str], factor: int) -> list[str]:
     keeps the photo's own format."""
     width = max(4, len(str(len(names) - 1)))
     return [f"{i:0{width}d}{'.jpg' if factor > 1 else Path(n).suffix.lower()}" for i, n in enumerate(names)]
+
+
+def _make_mask(src: Path, dst: Path, size: tuple[int, int]) -> None:
+    """ingest's object mask ``src`` (255 = object) at the SfM copy's ``size`` (w, h), as COLMAP reads it."""
+    with Image.open(src) as img:
+        mask = img.convert("L")
+        if mask.size != size:
+            mask = mask.resize(size, Image.Resampling.BOX).point(lambda v: 255 if v >= 128 else 0)
+        mask.save(dst)
 
 
 def _make_copy(src: Path, dst: Path, factor: int, size: tuple[int, int]) -> None:
@@ -219,6 +299,7 @@ def _poses_body(params: PosesParams, scene: Path, ingest: dict, reporter: Report
         seed=params.seed,
     )
     matcher = choose_matcher(params.matcher, len(names), len(ingest.get("frames") or {}))
+    masks = mask_folder(ingest)
 
     def body(out: Path) -> dict:
         seconds: dict[str, float] = {}
@@ -231,10 +312,18 @@ def _poses_body(params: PosesParams, scene: Path, ingest: dict, reporter: Report
         copy_dir.mkdir()
         sfm_names = sfm_copy_names(names, k)
         real_name = dict(zip(sfm_names, names))
+        mask_dir = out / "sfm_masks" if masks else None  # photos cut out on white: features on the object only
         with Stopwatch() as sw, reporter.task("copies for SfM", total=len(names), unit="images") as task:
+            if mask_dir is not None:
+                mask_dir.mkdir()
             with ThreadPoolExecutor(max_workers=params.threads) as ex:
-                jobs = [(images_dir / n, copy_dir / c) for n, c in zip(names, sfm_names)]
-                for _ in ex.map(lambda job: _make_copy(*job, k, small), jobs):
+                def one(job):
+                    name, copy = job
+                    _make_copy(images_dir / name, copy_dir / copy, k, small)
+                    if mask_dir is not None:
+                        _make_mask(scene / masks / f"{stems[name]}.png", mask_dir / f"{copy}.png", small)
+
+                for _ in ex.map(one, zip(names, sfm_names)):
                     task.advance(1)
         seconds["copies"] = sw.seconds
 
@@ -246,7 +335,7 @@ def _poses_body(params: PosesParams, scene: Path, ingest: dict, reporter: Report
             # 2. features
             with Stopwatch() as sw, reporter.task("features", total=len(names), unit="images") as task:
                 colmap.extract_features(
-                    database, copy_dir, sfm_names, settings, max_image_size=max(small),
+                    database, copy_dir, sfm_names, settings, max_image_size=max(small), mask_dir=mask_dir,
                     on_progress=_to_advance(task),
                 )
             seconds["features"] = sw.seconds
@@ -300,6 +389,7 @@ def _poses_body(params: PosesParams, scene: Path, ingest: dict, reporter: Report
             rec = models[0]
             colmap.rename_images(database, rec, real_name)
             model = colmap.sparse_model(rec)
+            checked = pose_check(colmap.unexplained_matches(database, rec), names)
             unregistered = sorted(set(names) - set(model.names))
             sx, sy = width / model.image_size[0], height / model.image_size[1]
             f_full = model.camera_params[:, 0] * (sx + sy) / 2
@@ -332,11 +422,17 @@ def _poses_body(params: PosesParams, scene: Path, ingest: dict, reporter: Report
                 {real_name[im.name] for m in models[1:] for im in (m.images[i] for i in m.reg_image_ids())}
                 - set(model.names)
             )
-            reporter.warn(
-                f"COLMAP split the photos into {len(models)} separate models "
-                f"({', '.join(str(m.num_reg_images()) for m in models)} photos) that share no matches; "
-                f"the largest is kept and the photos only in the others are left out: {_name_list(others)}."
-            )
+            sizes = ", ".join(str(m.num_reg_images()) for m in models)
+            if others:
+                reporter.warn(
+                    f"COLMAP split the photos into {len(models)} separate models ({sizes} photos) that share no "
+                    f"matches; the largest is kept and the photos only in the others are left out: {_name_list(others)}."
+                )
+            else:
+                reporter.info(f"COLMAP also made {len(models) - 1} smaller model{'s' if len(models) > 2 else ''} "
+                              f"({sizes} photos) of photos that are all in the largest one: none is left out.")
+        if checked["sentence"]:
+            reporter.warn(checked["sentence"])
         focal = float(np.mean(f_full))
         return {
             "images": model.names,
@@ -356,7 +452,9 @@ def _poses_body(params: PosesParams, scene: Path, ingest: dict, reporter: Report
             "mean_reprojection_error_px": round(model.mean_reprojection_error, 4),
             "reprojection_error_pixels_of": list(model.image_size),
             "near_far_range": [round(float(bounds[:, 0].min()), 6), round(float(bounds[:, 1].max()), 6)],
+            "pose_check": checked,
             "matcher": matcher,
+            "masks": masks,
             "pairs": len(pairs),
             "verified_pairs": len(verified),
             "models": [m.num_reg_images() for m in models],
@@ -413,6 +511,12 @@ def _ingested(scene: Path) -> dict:
             f"{images_dir / missing[0]} is missing ({len(missing)} of {len(ingest['images'])} photos): "
             "run `nerfpipe ingest` again."
         )
+    masks = mask_folder(ingest)
+    if masks:
+        lost = [s for s in ingest["stems"] if not (scene / masks / f"{s}.png").is_file()]
+        if lost:
+            raise NerfpipeError(f"{scene / masks / (lost[0] + '.png')} is missing ({len(lost)} of {len(ingest['stems'])} "
+                                "object masks): run `nerfpipe ingest --force` again.")
     return ingest
 
 
@@ -430,11 +534,15 @@ def stage_spec(params: PosesParams, ingest: dict) -> StageSpec:
     }
     if matcher == "sequential":
         spec_params.update(overlap=params.overlap, loop_period=params.loop_period)
+    masks = mask_folder(ingest)
+    spec_params["masks"] = masks is not None
+    stems = dict(zip(ingest["images"], ingest["stems"]))
     return StageSpec(
         name=STAGE,
         version=VERSION,
         params=spec_params,
-        inputs=[scene_layout.images_dir(scene) / n for n in names],
+        inputs=[scene_layout.images_dir(scene) / n for n in names]
+        + ([scene / masks / f"{stems[n]}.png" for n in names] if masks else []),
         upstream=["ingest"],
         outputs=OUTPUTS,
         staged=True,

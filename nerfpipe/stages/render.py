@@ -88,7 +88,8 @@ def camera_path(meta: dict, n_frames: int | None) -> tuple[str, np.ndarray]:
     if meta["ndc"]:
         bounds = np.asarray(meta["bounds"], dtype=np.float64)
         return "spiral", paths.spiral_path(c2w, bounds, n_frames or paths.SPIRAL_FRAMES)
-    if classify(c2w).kind == "360":
+    kind = meta.get("scene_type") or classify(c2w).kind  # as decided (or asked) at training; older runs: again
+    if kind == "360":
         return "circle", paths.circle_path(c2w, n_frames or paths.CIRCLE_FRAMES)
     return "arc", paths.arc_path(c2w, n_frames or paths.CIRCLE_FRAMES)
 

@@ -50,7 +50,8 @@ from nerfpipe.io import encode_png, write_bytes_atomic
 from nerfpipe.progress import Reporter
 
 STAGE = "report"
-VERSION = "1"
+VERSION = "2"
+"""2: the pose check's problems; exposure of the object only for photos cut out on white."""
 REPORT_JSON = "report.json"
 REPORT_PNG = "report.png"
 OUTPUTS = [REPORT_JSON, REPORT_PNG]
@@ -160,8 +161,8 @@ class PhotoStats:
 @dataclass(frozen=True)
 class Problem:
     kind: str
-    """unregistered, blurred, under_exposed, over_exposed, darker, brighter, hardly_moved,
-    few_neighbours, few_points, few_scene_points."""
+    """unregistered, doubtful_poses, inconsistent_poses, blurred, under_exposed, over_exposed, darker,
+    brighter, hardly_moved, few_neighbours, few_points, few_scene_points."""
     photos: tuple[int, ...]
     """Photo numbers (1-based) it is about; empty for the whole scene."""
     sentence: str
@@ -443,10 +444,21 @@ def few_points_problems(photos: Sequence[PhotoStats], scene_points: int) -> list
     return out
 
 
-def find_problems(photos: Sequence[PhotoStats], scene_points: int, scene_depth: float | None) -> list[Problem]:
+def pose_problems(photos: Sequence[PhotoStats], checked: dict | None) -> list[Problem]:
+    """The poses stage's check of the cameras against the matches (poses.pose_check), as a problem."""
+    if not checked or not checked.get("sentence"):
+        return []
+    number = {p.name: p.number for p in photos}
+    kind = "inconsistent_poses" if checked["result"] == "inconsistent" else "doubtful_poses"
+    return [Problem(kind, tuple(number[n] for n in checked.get("doubtful", []) if n in number), checked["sentence"])]
+
+
+def find_problems(photos: Sequence[PhotoStats], scene_points: int, scene_depth: float | None,
+                  pose_check: dict | None = None) -> list[Problem]:
     """Every problem of a capture, most serious first; [] when the capture looks fine."""
     return (
         unregistered_problems(photos)
+        + pose_problems(photos, pose_check)
         + blurred_problems(photos)
         + exposure_problems(photos)
         + hardly_moved_problems(photos, scene_depth)
@@ -472,19 +484,26 @@ class PhotoMeasure:
     bright_fraction: float
 
 
-def measure(rgb: np.ndarray) -> PhotoMeasure:
-    """Sharpness and exposure of an (H, W, 3) uint8 RGB image, on a copy SHARPNESS_LONG_SIDE px long."""
+def measure(rgb: np.ndarray, mask: np.ndarray | None = None) -> PhotoMeasure:
+    """Sharpness and exposure of an (H, W, 3) uint8 RGB image, on a copy SHARPNESS_LONG_SIDE px long.
+    ``mask`` (any size, nonzero = object): exposure of the object only (a photo cut out on white is not
+    over-exposed for its white background)."""
     h, w = rgb.shape[:2]
     scale = SHARPNESS_LONG_SIDE / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     if size != (w, h):
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    exposed = grey.reshape(-1)
+    if mask is not None:
+        inside = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).reshape(-1) > 0
+        if inside.any():
+            exposed = exposed[inside]
     return PhotoMeasure(
         sharpness=sharpness(rgb),  # no further resize: the copy already has the measuring size
-        mean_luminance=float(grey.mean()) / 255.0,
-        dark_fraction=float(np.mean(grey <= DARK_LEVEL)),
-        bright_fraction=float(np.mean(grey >= BRIGHT_LEVEL)),
+        mean_luminance=float(exposed.mean()) / 255.0,
+        dark_fraction=float(np.mean(exposed <= DARK_LEVEL)),
+        bright_fraction=float(np.mean(exposed >= BRIGHT_LEVEL)),
     )
 
 
@@ -764,7 +783,8 @@ def build(scene: Path, ingest: dict, posed: dict, workers: int = 1,
         what = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise NerfpipeError(f"{colmap_dir} is damaged (pycolmap cannot read it: {what}): run "
                             f"`nerfpipe poses {scene} --force` to redo it.") from None
-    return assess(scene, ingest, model, inliers, set(posed.get("images", [])), workers, reporter)
+    return assess(scene, ingest, model, inliers, set(posed.get("images", [])), workers, reporter,
+                  pose_check=posed.get("pose_check"))
 
 
 def no_geometry() -> Geometry:
@@ -774,7 +794,8 @@ def no_geometry() -> Geometry:
 
 def assess(scene: Path, ingest: dict, model: colmap.SparseModel | None, inliers: dict[tuple[str, str], int],
            registered_names: set[str], workers: int = 1,
-           reporter: Reporter | None = None) -> tuple[list[PhotoStats], list[Problem], Geometry]:
+           reporter: Reporter | None = None, pose_check: dict | None = None,
+           ) -> tuple[list[PhotoStats], list[Problem], Geometry]:
     """Measure the ingested photos and find the problems, given the sparse model (None: no camera was
     placed) and the verified inlier counts of the photo pairs, both in the photos' names."""
     reporter = reporter or Reporter()
@@ -785,13 +806,20 @@ def assess(scene: Path, ingest: dict, model: colmap.SparseModel | None, inliers:
         scene / folder / (name if folder == scene_layout.IMAGES else f"{stems[name]}.png") for name in names
     ]
     with reporter.task("measuring photos", total=len(files), unit="images") as task:
-        def one(path: Path) -> PhotoMeasure:
-            m = measure(read_rgb(path))
+        masks = ((ingest.get("background") or {}).get("masks")
+                 if (ingest.get("background") or {}).get("kind") in ("white", "cut_out") else None)
+
+        mask_files = [scene / masks / f"{stems[name]}.png" if masks else None for name in names]
+
+        def one(job: tuple[Path, Path | None]) -> PhotoMeasure:
+            path, mask_file = job  # with a mask: exposure of the object, the white around it is not over-exposure
+            mask = cv2.imread(str(mask_file), cv2.IMREAD_GRAYSCALE) if mask_file is not None else None
+            m = measure(read_rgb(path), mask)
             task.advance(1)
             return m
 
         with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
-            measures = list(ex.map(one, files))
+            measures = list(ex.map(one, zip(files, mask_files)))
     geometry = camera_geometry(model) if model is not None else no_geometry()
     neighbours = neighbours_of(names, inliers)
     registered = set(registered_names) & set(geometry.centres)
@@ -816,7 +844,7 @@ def assess(scene: Path, ingest: dict, model: colmap.SparseModel | None, inliers:
             forward=[round(float(v), 6) for v in geometry.forwards[name]] if reg else None,
             video=frames.get(name),
         ))
-    problems = find_problems(photos, int(len(geometry.points)), geometry.scene_depth)
+    problems = find_problems(photos, int(len(geometry.points)), geometry.scene_depth, pose_check)
     return photos, problems, geometry
 
 

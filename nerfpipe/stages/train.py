@@ -54,13 +54,19 @@ from nerfpipe.recipes import Recipe, default_recipe_name, dump_recipe, has_overr
 from nerfpipe.stages import colmap_source, undistort
 
 VERSION = "1"
-EVAL_VERSION = "2"
+EVAL_VERSION = "3"
+"""3: the training views' PSNR and the verdict (metrics.json)."""
 LPIPS_KIND = "AlexNet, linear layers v0.1 (shipped with nerfpipe)"
 RECIPE_FILE = "recipe.toml"
 DATASET_FILE = "dataset.json"
 STATE_FILE = "state.json"
 TEST_DIR = "test"
 EVAL_METRICS = "metrics.json"
+VERDICT_TRAIN_VIEWS = 3
+"""Training views rendered whole at eval (evenly spaced): their PSNR is what the held-out PSNR is compared with."""
+POOR_GAP_DB = 6.0
+"""A held-out PSNR this far under the training views' PSNR means the field fits the training photos but not
+the views between them: inconsistent poses (see the verdict in metrics.json and the note of issue 12)."""
 RESUMABLE_KEYS = {("training", "iters"), ("training", "minutes"), ("training", "checkpoint_every"), ("training", "log_every")}
 """Recipe values that may change between sessions of one run (everything else needs --fresh)."""
 
@@ -167,16 +173,26 @@ def scene_cameras(scene: Path, source: Source) -> np.ndarray | None:
     return None
 
 
-def scene_type_overrides(scene: Path, source: Source, overrides: tuple[str, ...], scene_type: SceneKind | None,
-                         reporter: Reporter) -> tuple[str, ...]:
-    """Recipe overrides for the capture's kind: NDC for forward-facing, spherify for an arc or a circle.
+def object_on_white(scene: Path, source: Source) -> bool:
+    """A nerfpipe scene whose photos ingest found cut out on white (or on transparency)."""
+    if source.kind != "nerfpipe":
+        return False
+    background = ((load_manifest(scene, "ingest") or {}).get("result") or {}).get("background") or {}
+    return background.get("kind") in ("white", "cut_out")
 
-    The decision is printed with its reason. Nothing is overridden for a Blender scene (a box), or when
-    the user set data.ndc or data.spherify themselves.
+
+def scene_type_overrides(scene: Path, source: Source, overrides: tuple[str, ...], scene_type: SceneKind | None,
+                         reporter: Reporter) -> tuple[SceneKind | None, tuple[str, ...]]:
+    """The capture's kind and the recipe overrides it asks for: NDC for forward-facing, spherify for an
+    arc or a circle; for an object cut out on white also a white background and the box of its points.
+
+    The decision is printed with its reason. Nothing is overridden for a Blender scene (a box, kind None),
+    or when the user set data.ndc or data.spherify themselves. Arc and 360 train alike (a spherified,
+    contracted world); the kind is recorded with the run (dataset.json) and chooses the render path.
     """
     cameras = scene_cameras(scene, source)
     if cameras is None:
-        return ()
+        return None, ()
     if scene_type is not None:
         kind, why = scene_type, "as asked with --scene-type"
     else:
@@ -184,9 +200,28 @@ def scene_type_overrides(scene: Path, source: Source, overrides: tuple[str, ...]
         kind, why = decided.kind, decided.reason
     if any(has_override(overrides, key) for key in ("data.ndc", "data.spherify")):
         reporter.info(f"Scene type: {kind} ({why}); the recipe's ndc/spherify as set with --set.")
-        return ()
+        return kind, ()
+    if kind != "forward" and object_on_white(scene, source):
+        reporter.info(f"Scene type: {kind} ({why}); an object cut out on white: white background, the scene box "
+                      "around its sparse points.")
+        keep = tuple(f"data.{k}={v}" for k, v in (("white_bkgd", "true"), ("object", "true"))
+                     if not has_override(overrides, f"data.{k}"))
+        return kind, ("data.ndc=false", "data.spherify=true", *keep)
     reporter.info(f"Scene type: {kind} ({why}).")
-    return ("data.ndc=true", "data.spherify=false") if kind == "forward" else ("data.ndc=false", "data.spherify=true")
+    return kind, (("data.ndc=true", "data.spherify=false") if kind == "forward" else ("data.ndc=false", "data.spherify=true"))
+
+
+def sparse_points(scene: Path) -> np.ndarray | None:
+    """(P, 3) points of a nerfpipe scene's sparse model (COLMAP's world, the world of poses_bounds.npy), or None."""
+    from nerfpipe import colmap  # pycolmap is imported only where it is needed
+
+    model_dir = Path(scene) / scene_layout.COLMAP / "sparse" / "0"
+    if not model_dir.is_dir():
+        return None
+    try:
+        return colmap.read_sparse_model(model_dir).points
+    except (RuntimeError, ValueError, OSError):
+        raise NerfpipeError(f"{model_dir} cannot be read: run `nerfpipe poses {scene} --force` to redo it.") from None
 
 
 def load_scene(scene: Path, recipe: Recipe, source: Source, reporter: Reporter | None = None) -> SceneData:
@@ -197,8 +232,9 @@ def load_scene(scene: Path, recipe: Recipe, source: Source, reporter: Reporter |
         undistort.run(undistort.UndistortParams(scene=scene, factor=d.factor), reporter)
         return load_transforms(scene, factor=d.factor, llffhold=d.llffhold, ndc=d.ndc, spherify=d.spherify,
                                bd_factor=d.bd_factor, white_background=d.white_bkgd)
+    points = sparse_points(scene) if d.object and source.kind == "nerfpipe" else None
     return load_llff(scene, factor=d.factor, llffhold=d.llffhold, ndc=d.ndc, spherify=d.spherify,
-                     bd_factor=d.bd_factor, white_background=d.white_bkgd, stems=source.stems)
+                     bd_factor=d.bd_factor, white_background=d.white_bkgd, stems=source.stems, object_points=points)
 
 
 def _data_key(scene: Path, source: Source, previous: dict | None) -> str:
@@ -300,7 +336,7 @@ def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
     scene = Path(params.scene)
     recipe = load_recipe(params.recipe or default_recipe_name(), list(params.overrides))
     source = detect_source(scene, recipe, reporter)
-    kind_overrides = scene_type_overrides(scene, source, params.overrides, params.scene_type, reporter)
+    scene_kind, kind_overrides = scene_type_overrides(scene, source, params.overrides, params.scene_type, reporter)
     if kind_overrides:
         recipe = load_recipe(params.recipe or default_recipe_name(), [*params.overrides, *kind_overrides])
     run_name = params.run or recipe.name
@@ -329,7 +365,7 @@ def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
         resume = _resume_point(folder, recipe, data_key, params, device, reporter)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / RECIPE_FILE).write_text(dump_recipe(recipe))
-        meta = data.meta()
+        meta = {**data.meta(), "scene_type": scene_kind}
         write_json_atomic(folder / DATASET_FILE, meta)
         write_json_atomic(folder / STATE_FILE, {"data_key": data_key, "recipe": recipe.to_dict(), "model": recipe.model})
         torch.manual_seed(recipe.training.seed)  # initial weights
@@ -353,6 +389,7 @@ def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
             "last": summary.last,
             "images": {"train": len(data.i_train), "test": len(data.i_test), "size": [data.width, data.height]},
             "focal": data.focal,
+            "scene_type": scene_kind,
             "normalization": meta["normalization"],
             "scene_box": meta["scene_box"],
             "checkpoint": trainer_mod.list_checkpoints(folder)[-1].relative_to(scene).as_posix(),
@@ -363,7 +400,21 @@ def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
     evaluated = None
     if params.evaluate:
         evaluated = run_eval(EvalParams(scene=scene, run=run_name, device=params.device), reporter)
+        said = evaluated.result.get("verdict")
+        if said:
+            (reporter.info if said["result"] == "good" else reporter.warn)(said["sentence"])
     return TrainOutcome(result, evaluated)
+
+
+POOR_EXIT_CODE = 3
+"""Exit code of `nerfpipe train` / `all` when the verdict is 'poor': everything is written (checkpoints,
+metrics.json, the video), and a script or a shell sees that the result is not to be trusted."""
+
+
+def poor_result(outcome: TrainOutcome) -> bool:
+    """True when the held-out evaluation's verdict is 'poor' (see :func:`verdict`)."""
+    said = outcome.eval.result.get("verdict") if outcome.eval is not None else None
+    return bool(said) and said["result"] == "poor"
 
 
 def _newest_checkpoint_loads(folder: Path) -> bool:
@@ -475,7 +526,8 @@ def evaluate(model: Model, data: SceneData, test_dir: Path, *, device: torch.dev
     views = []
     pixels = data.height * data.width
     t0 = time.perf_counter()
-    with reporter.task("eval", total=len(data.i_test) * pixels, unit="rays") as task:
+    extra = len(verdict_train_views(data.i_train, data.i_test)) * pixels
+    with reporter.task("eval", total=len(data.i_test) * pixels + extra, unit="rays") as task:
         for i in data.i_test:
             out = render_image(model, data.image_rays(i), chunk, on_chunk=task.advance)
             rgb = out.rgb.clamp(0.0, 1.0).reshape(data.height, data.width, 3).cpu()
@@ -487,11 +539,20 @@ def evaluate(model: Model, data: SceneData, test_dir: Path, *, device: torch.dev
             view = {"index": i, "name": data.names[i], "file": name, "psnr": round(psnr(rgb, target), 4),
                     "ssim": round(ssim(rgb, target), 5), "lpips": round(lpips(rgb, target), 5)}
             views.append(view)
+        train_views = []
+        for i in verdict_train_views(data.i_train, data.i_test):
+            out = render_image(model, data.image_rays(i), chunk, on_chunk=task.advance)
+            rgb = out.rgb.clamp(0.0, 1.0).reshape(data.height, data.width, 3).cpu()
+            train_views.append({"index": i, "name": data.names[i], "psnr": round(psnr(rgb, data.images[i]), 4)})
     seconds = time.perf_counter() - t0
     mean = {k: round(float(np.mean([v[k] for v in views])), 5) for k in ("psnr", "ssim", "lpips") if views and k in views[0]}
+    train_psnr = round(float(np.mean([v["psnr"] for v in train_views])), 4) if train_views else None
     return {
         "views": views,
         "mean": mean,
+        "train_views": train_views,
+        "train_psnr": train_psnr,
+        "verdict": verdict(views, train_psnr),
         "count": len(views),
         "size": [data.width, data.height],
         "lpips": LPIPS_KIND,
@@ -501,4 +562,42 @@ def evaluate(model: Model, data: SceneData, test_dir: Path, *, device: torch.dev
     }
 
 
+def verdict_train_views(i_train: list[int], i_test: list[int]) -> list[int]:
+    """The training views whose PSNR the verdict compares with (none without held-out views)."""
+    if not i_test or not i_train:
+        return []
+    step = max(1, len(i_train) // VERDICT_TRAIN_VIEWS)
+    return list(i_train[step // 2 :: step][:VERDICT_TRAIN_VIEWS])
 
+
+def verdict(views: list[dict], train_psnr: float | None) -> dict | None:
+    """Is the result to be trusted? Held-out PSNR against the PSNR of training views rendered the same way.
+
+    'poor' when the mean held-out PSNR is POOR_GAP_DB or more under the training views': the field
+    reproduces the photos it was trained on and not the views between them, which is what inconsistent
+    camera poses give. Views that are that far under on their own are named even when the mean is fine.
+    None without held-out views.
+    """
+    if not views or train_psnr is None:
+        return None
+    test_psnr = float(np.mean([v["psnr"] for v in views]))
+    gap = train_psnr - test_psnr
+    worst = sorted(views, key=lambda v: v["psnr"])
+    far = [v for v in worst if train_psnr - v["psnr"] >= POOR_GAP_DB]
+    named = ", ".join(f"{v['name']} ({v['psnr']:.1f} dB)" for v in (far or worst)[:3])
+    if gap >= POOR_GAP_DB:
+        result = "poor"
+        sentence = (f"The result is poor: held-out views reach {test_psnr:.1f} dB while training views reach "
+                    f"{train_psnr:.1f} dB ({gap:.1f} dB apart), so the camera poses are probably inconsistent; the "
+                    f"worst held-out views are {named}: look at report.png for cameras out of place, and retake or "
+                    "remove the photos it flags.")
+    elif far:
+        result = "doubtful_views"
+        sentence = (f"Some held-out views are far under the training views' {train_psnr:.1f} dB: {named}; their "
+                    "cameras may be out of place (see report.png) or the capture does not cover them well.")
+    else:
+        result = "good"
+        sentence = (f"Held-out views reach {test_psnr:.1f} dB, within {max(gap, 0.0):.1f} dB of the training views' "
+                    f"{train_psnr:.1f} dB: the poses are consistent.")
+    return {"result": result, "gap_db": round(gap, 3), "test_psnr": round(test_psnr, 4), "train_psnr": train_psnr,
+            "poor_gap_db": POOR_GAP_DB, "worst_views": [v["name"] for v in (far or worst)[:3]], "sentence": sentence}

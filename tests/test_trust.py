@@ -1,0 +1,205 @@
+"""Trust in the result: photos cut out on white, the pose check after SfM, and the verdict after training.
+
+The on-white detection runs on small made-up images (hand-checkable masks); the pose check on a real
+pycolmap run over the 20 fern photos shipped in examples/ with two cameras turned 30 degrees on purpose;
+the verdict on short real trainings of fern with its own poses and with poses that are wrong.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pycolmap
+import pytest
+from PIL import Image
+
+from nerfpipe import colmap
+from nerfpipe import scene as scene_layout
+from nerfpipe.cameras import conventions as cv
+from nerfpipe.photos import object_mask, read_photo
+from nerfpipe.progress import RecordingReporter
+from nerfpipe.stages import ingest, poses, report
+from nerfpipe.stages import train as train_stage
+
+REPO = Path(__file__).resolve().parents[1]
+FERN_PHOTOS = REPO / "examples" / "fern" / "photos"
+
+
+# --------------------------------------------------------------------------------------------------
+# Photos cut out on white
+
+
+def _on_white(w=96, h=72, centre=(48, 36), radius=20, label=True) -> tuple[np.ndarray, np.ndarray]:
+    """A red disc on pure white with a white square inside it (a label): (rgb, the disc as the true mask)."""
+    yy, xx = np.mgrid[:h, :w]
+    disc = (xx - centre[0]) ** 2 + (yy - centre[1]) ** 2 <= radius**2
+    rgb = np.full((h, w, 3), 255, np.uint8)
+    rgb[disc] = (200, 40, 30)
+    if label:
+        rgb[centre[1] - 4 : centre[1] + 4, centre[0] - 4 : centre[0] + 4] = 255
+    return rgb, disc
+
+
+def _jpeg(rgb: np.ndarray, quality=90) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def test_white_background_gives_the_object_and_keeps_white_inside_it():
+    rgb, disc = _on_white()
+    mask, bg = object_mask(rgb)
+    assert bg.kind == "white" and bg.border_white == 1.0
+    assert np.array_equal(mask, disc)  # the white label inside the disc stays object
+    assert bg.background == pytest.approx(1 - disc.mean(), abs=1e-4)
+    # JPEG ringing around the edge (a pixel or two, more in red: chroma is stored at half size) does not break it
+    rgb, disc = _on_white(w=320, h=240, centre=(160, 120), radius=90)
+    mask, bg = object_mask(_jpeg(rgb))
+    assert bg.kind == "white" and (mask & disc).sum() / disc.sum() > 0.999
+    assert (mask & disc).sum() / (mask | disc).sum() > 0.9
+
+
+def test_cut_out_photo_keeps_its_alpha_as_the_mask(tmp_path):
+    rgb, disc = _on_white(label=False)
+    rgba = np.dstack([rgb, np.where(disc, 255, 0).astype(np.uint8)])
+    rgba[~disc, :3] = (0, 0, 0)  # what is behind the transparency does not matter
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cut.png")
+    rgb_read, alpha, _ = read_photo(tmp_path / "cut.png")
+    assert alpha is not None and np.array_equal(alpha > 127, disc)
+    assert (rgb_read[~disc] == 255).all()  # composited on white
+    mask, bg = object_mask(rgb_read, alpha)
+    assert bg.kind == "cut_out" and np.array_equal(mask, disc)
+
+
+def test_ordinary_photos_are_not_on_white():
+    rgb, _, _ = read_photo(FERN_PHOTOS / "IMG_4026.JPG")
+    mask, bg = object_mask(rgb)
+    assert bg.kind == "photo" and mask.all()
+    # white only along the top (an overcast sky) is not a white background
+    sky, _ = _on_white()
+    sky[20:] = (90, 120, 60)
+    assert object_mask(sky)[1].kind == "photo"
+    # a white sheet of paper filling the frame is not an object on white either
+    assert object_mask(np.full((40, 40, 3), 255, np.uint8))[1].kind == "photo"
+
+
+def test_ingest_of_photos_on_white_says_so_once_and_keeps_masks(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(4):
+        rgb, _ = _on_white(centre=(40 + 5 * i, 36))
+        Image.fromarray(rgb).save(photos / f"{i + 1}.jpg", quality=95)
+    rgb, _ = _on_white(centre=(60, 36))
+    Image.fromarray(rgb).save(photos / "10.jpg", quality=95)
+    rep = RecordingReporter()
+    res = ingest.run(ingest.IngestParams(photos=photos, scene=tmp_path / "s", factors=(2,)), rep)
+    r = res.result
+    assert r["images"] == ["1.jpg", "2.jpg", "3.jpg", "4.jpg", "10.jpg"]  # natural order: 10 after 4
+    assert r["background"] == {"kind": "white", "cut_out_photos": 5, "masks": "masks"}
+    said = [line for line in rep.infos if "cut out on white" in line]
+    assert len(said) == 1 and "white background" in said[0] and not rep.warnings
+    masks = sorted(p.name for p in (tmp_path / "s" / scene_layout.MASKS).iterdir())
+    assert masks == ["1.png", "10.png", "2.png", "3.png", "4.png"]
+    m = cv2.imread(str(tmp_path / "s" / "masks" / "1.png"), cv2.IMREAD_GRAYSCALE)
+    assert m.shape == (72, 96) and set(np.unique(m)) == {0, 255} and m[36, 40] == 255 and m[0, 0] == 0
+    # the capture report measures the exposure of the object, not of the white around it
+    bright = report.measure(np.asarray(Image.open(tmp_path / "s" / "images" / "1.jpg")))
+    object_only = report.measure(np.asarray(Image.open(tmp_path / "s" / "images" / "1.jpg")), m)
+    assert bright.bright_fraction > 0.6 and object_only.bright_fraction < 0.1
+
+
+def test_ingest_of_ordinary_photos_writes_no_masks(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("IMG_4026.JPG", "IMG_4027.JPG", "IMG_4028.JPG"):
+        shutil.copy(FERN_PHOTOS / name, photos / name)
+    r = ingest.run(ingest.IngestParams(photos=photos, scene=tmp_path / "s", factors=(8,)), RecordingReporter()).result
+    assert r["background"]["kind"] == "photo" and r["background"]["masks"] is None
+    assert list((tmp_path / "s" / scene_layout.MASKS).iterdir()) == []
+    assert poses.mask_folder(r) is None
+
+
+# --------------------------------------------------------------------------------------------------
+# The pose check
+
+
+def test_pose_check_by_hand():
+    names = [f"{i}.jpg" for i in range(6)]
+    good = {(a, b): (1, 200) for i, a in enumerate(names) for b in names[i + 1 :]}
+    assert poses.pose_check(good, names)["result"] == "consistent"
+    one_off = {(a, b): ((190, 200) if "5.jpg" in (a, b) else v) for (a, b), v in good.items()}
+    checked = poses.pose_check(one_off, names)
+    assert checked["result"] == "doubtful_photos" and checked["doubtful"] == ["5.jpg"]
+    assert checked["sentence"].startswith("The camera of 5.jpg leaves 95% of its verified matches unexplained")
+    everywhere = {pair: (60, 200) for pair in good}  # a turntable: a third of every pair's matches disagree
+    checked = poses.pose_check(everywhere, names)
+    assert checked["result"] == "inconsistent" and "30% of the verified matches" in checked["sentence"]
+
+
+@pytest.fixture(scope="module")
+def fern_posed(tmp_path_factory):
+    """The 20 example fern photos (1008x756) ingested and posed with SfM on 504x378 copies."""
+    scene = tmp_path_factory.mktemp("fern20")
+    ingest.run(ingest.IngestParams(photos=FERN_PHOTOS, scene=scene, factors=(8,)), RecordingReporter())
+    rep = RecordingReporter()
+    res = poses.run(poses.PosesParams(scene=scene, sfm_size=512, threads=2), rep)
+    return scene, res, rep
+
+
+def _turned(rec: pycolmap.Reconstruction, names: set[str], degrees: float) -> None:
+    """Turn the cameras of ``names`` by ``degrees`` about their own vertical axis (centres kept)."""
+    a = np.radians(degrees)
+    turn = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    for i in rec.reg_image_ids():
+        image = rec.images[i]
+        if image.name in names:
+            frame = rec.frames[image.frame_id]
+            pose = frame.rig_from_world
+            rot = turn @ np.asarray(pose.rotation.matrix())
+            centre = -np.asarray(pose.rotation.matrix()).T @ np.asarray(pose.translation)
+            frame.rig_from_world = pycolmap.Rigid3d(pycolmap.Rotation3d(rot), -rot @ centre)
+
+
+def test_pose_check_passes_real_sfm_and_names_cameras_turned_on_purpose(fern_posed):
+    scene, res, rep = fern_posed
+    checked = res.result["pose_check"]
+    assert res.result["registered"] == 20
+    assert checked["result"] == "consistent" and checked["unexplained"] < 0.02 and checked["sentence"] is None
+    assert not [w for w in rep.warnings if "unexplained" in w]
+    names = res.result["images"]
+    database = scene / "colmap" / "database.db"
+    rec = pycolmap.Reconstruction(scene / "colmap" / "sparse" / "0")  # full-resolution model, SfM-copy keypoints
+    again = poses.pose_check(colmap.unexplained_matches(database, rec), names)
+    assert again["unexplained"] == pytest.approx(checked["unexplained"], abs=1e-3)
+    wrong = {"IMG_4030.jpg", "IMG_4039.jpg"}
+    _turned(rec, wrong, 30.0)
+    checked = poses.pose_check(colmap.unexplained_matches(database, rec), names)
+    assert checked["result"] == "doubtful_photos" and set(checked["doubtful"]) == wrong, checked
+    assert checked["sentence"].startswith("The cameras of IMG_4030.jpg, IMG_4039.jpg leave ")
+    # the capture report says it too, and colours them
+    problems = report.pose_problems(
+        [report.PhotoStats(number=i + 1, name=n, sharpness=1, relative_sharpness=1, mean_luminance=0.5,
+                           dark_fraction=0, bright_fraction=0, registered=True, neighbours=[])
+         for i, n in enumerate(names)], checked)
+    assert [p.kind for p in problems] == ["doubtful_poses"] and problems[0].photos == (5, 14)
+
+
+# --------------------------------------------------------------------------------------------------
+# The verdict
+
+
+def test_verdict_by_hand():
+    views = [{"name": "a.png", "psnr": 24.0}, {"name": "b.png", "psnr": 23.0}]
+    assert train_stage.verdict(views, 26.5)["result"] == "good"
+    poor = train_stage.verdict([{"name": "a.png", "psnr": 14.0}, {"name": "b.png", "psnr": 15.5}], 25.0)
+    assert poor["result"] == "poor" and poor["worst_views"] == ["a.png", "b.png"] and poor["gap_db"] == pytest.approx(10.25)
+    assert "poses are probably inconsistent" in poor["sentence"] and "a.png (14.0 dB)" in poor["sentence"]
+    one = train_stage.verdict([{"name": "a.png", "psnr": 24.0}, {"name": "b.png", "psnr": 17.0}], 25.0)
+    assert one["result"] == "doubtful_views" and one["worst_views"] == ["b.png"]
+    assert train_stage.verdict([], 25.0) is None
+    assert train_stage.verdict_train_views(list(range(1, 20)), [0]) == [4, 10, 16]

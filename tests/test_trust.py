@@ -203,3 +203,51 @@ def test_verdict_by_hand():
     assert one["result"] == "doubtful_views" and one["worst_views"] == ["b.png"]
     assert train_stage.verdict([], 25.0) is None
     assert train_stage.verdict_train_views(list(range(1, 20)), [0]) == [4, 10, 16]
+
+
+def _turn_llff(poses_bounds: Path, rows: list[int], degrees: float) -> None:
+    """Turn the LLFF cameras of ``rows`` by ``degrees`` about their viewing axis, in place."""
+    pb = np.load(poses_bounds)
+    cams = pb[:, :15].reshape(-1, 3, 5)
+    for k, i in enumerate(rows):
+        a = np.radians(degrees if k % 2 == 0 else -degrees)
+        turn = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+        cams[i, :, :3] = turn @ cams[i, :, :3]
+    pb[:, :15] = cams.reshape(-1, 15)
+    np.save(poses_bounds, pb)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_verdict_of_short_real_trainings_with_right_and_wrong_poses(fern_dir, tmp_path):
+    """Fern at 126x94 with the authors' poses, and again with the three held-out cameras turned 8 degrees
+    (the other 17 as they were): the field fits the training photos equally well in both, and only the
+    held-out views of the wrong cameras fall far under them."""
+    from conftest import published_fern
+
+    overrides = ("factor=32", "iters=200", "batch_rays=1024", "log_every=50", "minutes=0",
+                 "fast.voxels_init=32768", "fast.voxels_final=110592", "fast.grow_at=[0.3]", "fast.samples=32")
+    verdicts = {}
+    for case in ("right", "wrong"):
+        (tmp_path / case).mkdir()
+        scene = published_fern(fern_dir, tmp_path / case, 32)
+        if case == "wrong":
+            _turn_llff(scene / "poses_bounds.npy", [0, 8, 16], 8.0)
+        out = train_stage.run(train_stage.TrainParams(scene=scene, recipe="fast", overrides=overrides, run="f",
+                                                      device="cpu"), RecordingReporter())
+        assert not train_stage.poor_result(out) if case == "right" else train_stage.poor_result(out)
+        verdicts[case] = json.loads((scene / "runs" / "f" / "metrics.json").read_text())["verdict"]
+    right, wrong = verdicts["right"], verdicts["wrong"]
+    assert right["result"] == "good" and abs(right["gap_db"]) < 3.0, right
+    assert wrong["result"] == "poor" and wrong["gap_db"] >= train_stage.POOR_GAP_DB, wrong
+    assert abs(wrong["train_psnr"] - right["train_psnr"]) < 1.5  # the training photos are fitted alike
+    assert "poses are probably inconsistent" in wrong["sentence"]
+    # the command says so and exits with 3 (the run up to date: nothing is trained again)
+    from typer.testing import CliRunner
+
+    from nerfpipe.cli import app
+
+    args = ["train", str(tmp_path / "wrong"), "--recipe", "fast", "--run", "f", "--device", "cpu"]
+    args += [a for o in overrides for a in ("--set", o)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == train_stage.POOR_EXIT_CODE, result.output
+    assert "train is up to date" in result.output and "verdict poor" in result.output

@@ -97,6 +97,7 @@ def ingest(
     factors: List[str] = typer.Option(["4", "8"], "--factors", "-f", help="Downsampling factors: --factors 4,8 (or repeat: -f 4 -f 8)."),
     frames: int = typer.Option(100, "--frames", min=1, help="Frames kept from each video: the sharpest of each of this many windows."),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if it is up to date."),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="Folder of object masks, one per photo named by its stem (white = object): SfM sees only the object."),
 ) -> None:
     """Make the photos upright, RGB and 8-bit in images/, and downsample them into images_4/, images_8/.
 
@@ -104,7 +105,8 @@ def ingest(
     """
     from nerfpipe.stages import ingest as stage
 
-    params = stage.IngestParams(photos=photos, scene=scene, factors=_int_list(factors, "--factors"), frames=frames, force=force)
+    params = stage.IngestParams(photos=photos, scene=scene, factors=_int_list(factors, "--factors"), frames=frames,
+                                force=force, masks=masks)
     res = stage.run(params, RichReporter())
     r = res.result
     if not res.ran:
@@ -370,6 +372,7 @@ def all_(
     device: str = typer.Option("auto", "--device", help="auto (cuda, then mps, then cpu), cpu, cuda, mps."),
     tf32: bool = typer.Option(False, "--tf32", help="On an NVIDIA GPU, matrix products in TF32 while training (faster; default fp32)."),
     scene_type: Optional[str] = typer.Option(None, "--scene-type", help="forward, arc or 360 (default: decided from the cameras)."),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="Folder of object masks, one per photo named by its stem (white = object): SfM sees only the object."),
 ) -> None:
     """Photos -> video: ingest, poses, train and render, each one cached (a second run only says so)."""
     _check_scene_type(scene_type)
@@ -377,7 +380,7 @@ def all_(
 
     overrides = _train_overrides(sets, iters, minutes, None, None, None, None)
     params = pipeline.AllParams(source=source, scene=scene, recipe=recipe, overrides=overrides, factor=factor,
-                                frames=frames, device=device, tf32=tf32, scene_type=scene_type)
+                                frames=frames, device=device, tf32=tf32, scene_type=scene_type, masks=masks)
     lines = pipeline.run(params, RichReporter())
     table = Table(show_header=True, header_style="bold")
     for column in ("stage", "", "time", "result"):

@@ -442,10 +442,11 @@ def unexplained_matches(database: Path, rec: pycolmap.Reconstruction,
     images (pairs with at least ``min_inliers``) the model's cameras do not explain (see UNEXPLAINED_PX).
 
     Each pair's two-view verification found its matches consistent with *some* relative motion; here they
-    are checked against the motion of the model. On a consistent capture nearly all are explained (head
-    on white: 0.2% of them unexplained, fern about as few); a model whose cameras are out of place, or a
-    capture where part of the view moved (an object on a turntable with the room still), leaves many
-    unexplained (head with its background: 28%, and 42-75% for the photos placed 20-60 degrees off).
+    are checked against the motion of the model. On a consistent capture nearly all are explained, but for
+    a few wrong pairs (a repeated pattern matched across far-apart views, left out by the mapper); a
+    camera out of place leaves all of its pairs unexplained, and a capture where part of the view moved
+    (an object on a turntable with the room still) leaves part of every pair unexplained. See
+    :func:`nerfpipe.stages.poses.pose_check` for the figures.
     ``rec`` may be rescaled (colmap/sparse/0 is in the pixels of images/, the database in those of the SfM copy).
     """
     registered = {rec.images[i].name: rec.images[i] for i in rec.reg_image_ids()}

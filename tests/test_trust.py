@@ -138,7 +138,11 @@ def test_pose_check_by_hand():
     assert checked["sentence"].startswith("The camera of 5.jpg leaves 95% of its verified matches unexplained")
     everywhere = {pair: (60, 200) for pair in good}  # a turntable: a third of every pair's matches disagree
     checked = poses.pose_check(everywhere, names)
-    assert checked["result"] == "inconsistent" and "30% of the verified matches" in checked["sentence"]
+    assert checked["result"] == "inconsistent" and "disagree with 30% of the matches" in checked["sentence"]
+    wrong = {("0.jpg", "1.jpg"), ("2.jpg", "3.jpg"), ("4.jpg", "5.jpg")}
+    wrong_pairs = {pair: ((200, 200) if pair in wrong else v) for pair, v in good.items()}
+    checked = poses.pose_check(wrong_pairs, names)  # a few pairs matched wrongly, left out by the mapper: harmless
+    assert checked["result"] == "consistent" and checked["wrong_pairs"] == 3
 
 
 @pytest.fixture(scope="module")
@@ -251,3 +255,33 @@ def test_verdict_of_short_real_trainings_with_right_and_wrong_poses(fern_dir, tm
     result = CliRunner().invoke(app, args)
     assert result.exit_code == train_stage.POOR_EXIT_CODE, result.output
     assert "train is up to date" in result.output and "verdict poor" in result.output
+
+
+def test_ingest_takes_the_users_masks_for_photos_with_a_background(tmp_path):
+    photos, masks = tmp_path / "photos", tmp_path / "masks_in"
+    photos.mkdir()
+    masks.mkdir()
+    for i, name in enumerate(("IMG_4026.JPG", "IMG_4027.JPG", "IMG_4028.JPG", "IMG_4029.JPG")):
+        shutil.copy(FERN_PHOTOS / name, photos / name)
+        mask = np.zeros((756, 1008), np.uint8)
+        mask[200:500, 300 + 20 * i : 700] = 255
+        cv2.imwrite(str(masks / f"{Path(name).stem}.png"), mask)
+    rep = RecordingReporter()
+    r = ingest.run(ingest.IngestParams(photos=photos, scene=tmp_path / "s", factors=(8,), masks=masks), rep).result
+    assert r["background"]["kind"] == "masked" and poses.mask_folder(r) == "masks"
+    kept = cv2.imread(str(tmp_path / "s" / "masks" / "IMG_4027.png"), cv2.IMREAD_GRAYSCALE)
+    assert kept.shape == (756, 1008) and kept[300, 500] == 255 and kept[100, 100] == 0
+    # a photo without its mask is skipped with a sentence; none with a mask, or the output folder: a stop
+    (masks / "IMG_4028.png").unlink()
+    rep = RecordingReporter()
+    r = ingest.run(ingest.IngestParams(photos=photos, scene=tmp_path / "s2", factors=(8,), masks=masks), rep).result
+    assert r["images"] == ["IMG_4026.jpg", "IMG_4027.jpg", "IMG_4029.jpg"]
+    assert any("IMG_4028.JPG" in w and "has no mask" in w for w in rep.warnings)
+    from nerfpipe.errors import NerfpipeError
+
+    with pytest.raises(NerfpipeError, match="None of the 4 photos has a mask"):
+        (tmp_path / "other").mkdir()
+        (tmp_path / "other" / "mask_1.png").write_bytes((masks / "IMG_4026.png").read_bytes())
+        ingest.run(ingest.IngestParams(photos=photos, scene=tmp_path / "s3", factors=(8,), masks=tmp_path / "other"))
+    with pytest.raises(NerfpipeError, match="a folder that ingest writes"):
+        ingest.run(ingest.IngestParams(photos=photos, scene=tmp_path / "s", factors=(8,), masks=tmp_path / "s" / "masks"))

@@ -72,3 +72,16 @@ def test_circle_path_keeps_height_and_radius():
     assert circle.shape == (30, 3, 4)
     assert np.allclose(circle[:, 1, 3], 0.5)
     assert np.allclose(np.linalg.norm(circle[:, [0, 2], 3], axis=1), 2.0)
+
+
+def test_render_path_follows_the_scene_type_recorded_with_the_run():
+    from nerfpipe.stages.render import camera_path
+
+    angles = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+    c2w = np.stack([paths.look_at(np.array([2 * np.cos(a), 0.0, 2 * np.sin(a)]) * -1.0, np.array([0, 1.0, 0]),
+                                  np.array([2 * np.cos(a), 0.0, 2 * np.sin(a)])) for a in angles])
+    meta = {"kind": "llff", "ndc": False, "c2w": c2w.tolist()}
+    assert camera_path(meta, 8)[0] == "circle"  # an older run without a recorded type: decided from the cameras
+    assert camera_path({**meta, "scene_type": "360"}, 8)[0] == "circle"
+    kind, path = camera_path({**meta, "scene_type": "arc"}, 8)  # --scene-type arc at training: an arc, as asked
+    assert kind == "arc" and path.shape == (8, 3, 4)

@@ -8,6 +8,13 @@ result are multiples of 16 (fern's 4032x3024 gives 1008x752 at k=4 and 496x368 a
 before resizing keeps the geometry exact: focal length divides by k and the principal point stays
 at the centre.
 
+Photos cut out on white or on transparency (see :func:`nerfpipe.photos.object_mask`): when at least 90%
+of the photos are, the scene is an object on white. Ingest says so once, writes each photo's object
+mask to ``masks/<stem>.png`` (255 = object; an all-object mask for a photo of such a scene that is not
+cut out) and records ``background`` in its manifest; the poses stage gives the masks to SfM, the report
+measures exposure on the object, and train uses a white background and the box of the object's
+points. Otherwise ``masks/`` stays empty. Photos are in natural name order (``2.jpg`` before ``10.jpg``).
+
 What stops and what warns (one sentence each, naming the file):
 
 | input | what happens |
@@ -44,7 +51,7 @@ from nerfpipe.cache import StageResult, StageSpec, run_stage
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.frames import DEFAULT_FRAMES, VIDEO_SUFFIXES, VideoError, extract_frames
 from nerfpipe.photos import (HEIF_FORMATS, PHOTO_SUFFIXES, UNSUPPORTED_PHOTO_SUFFIXES, PhotoError,
-                             object_mask, open_photo, probe, read_photo)
+                             Background, object_mask, open_photo, probe, read_photo)
 from nerfpipe.io import write_png
 from nerfpipe.scene import natural_key
 from nerfpipe.progress import Reporter
@@ -75,6 +82,10 @@ class IngestParams:
     """Frames kept from each video (the sharpest of each of this many windows)."""
     workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     """Threads decoding and encoding photos."""
+    masks: Path | None = None
+    """Folder of object masks, one per photo named by its stem (``IMG_1.png`` for ``IMG_1.jpg``; white or
+    nonzero = object), as a segmentation tool writes them: SfM then sees only the objects (a turntable
+    capture, where the room stands still while the object turns, needs this)."""
 
 
 def crop_box(width: int, height: int, factor: int, multiple: int = CROP_MULTIPLE) -> tuple[int, int, int, int]:
@@ -149,14 +160,43 @@ def _check_factors(factors) -> tuple[int, ...]:
     return out
 
 
-def _process_one(path: Path, stem: str, factors: tuple[int, ...], out: Path) -> dict:
+MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def find_mask(masks: Path, photo: Path) -> Path | None:
+    """The user's mask of ``photo`` in ``masks``: ``<stem>.<any image suffix>`` (or ``<name>.png``, COLMAP's naming)."""
+    for candidate in [masks / f"{photo.stem}{suffix}" for suffix in MASK_SUFFIXES] + [masks / f"{photo.name}.png"]:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _user_mask(path: Path | None, photo: Path, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool object mask of ``photo`` from the user's mask file ``path`` (nonzero = object)."""
+    if path is None:
+        raise PhotoError("it has no mask in the masks folder (give every photo one, named by its stem)")
+    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise PhotoError(f"its mask {path.name} cannot be read")
+    if (mask.shape[1], mask.shape[0]) != size:
+        raise PhotoError(f"its mask {path.name} is {mask.shape[1]}x{mask.shape[0]} while the upright photo is "
+                         f"{size[0]}x{size[1]}")
+    return mask >= 128
+
+
+def _process_one(path: Path, stem: str, factors: tuple[int, ...], out: Path, mask_file: Path | None = None,
+                 user_masks: bool = False) -> dict:
     data = path.read_bytes()
     if not data:
         raise PhotoError("it is empty (0 bytes)")
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()
     rgb, alpha, exif = read_photo(io.BytesIO(data))
     height, width = rgb.shape[:2]
-    mask, background = object_mask(rgb, alpha)
+    if user_masks:
+        mask = _user_mask(mask_file, path, (width, height))
+        background = Background("masked", 0.0, round(float(1.0 - mask.mean()), 4))
+    else:
+        mask, background = object_mask(rgb, alpha)
     if background.kind != "photo":  # kept only if most photos of the scene are cut out (see _ingest_body)
         write_png(out / scene_layout.MASKS / f"{stem}.png", mask.astype(np.uint8) * 255, PNG_COMPRESSION)
     with open_photo(io.BytesIO(data)) as (img, photo_exif):
@@ -321,7 +361,9 @@ def _ingest_body(photos: Path, candidates: list[Path], videos: list[Path], param
         with reporter.task("ingest", total=len(kept), unit="images") as task:
             ex = ThreadPoolExecutor(max_workers=params.workers)
             try:
-                futures = [(p, ex.submit(_process_one, p, stems[p], factors, out)) for p in kept]
+                masks = params.masks
+                futures = [(p, ex.submit(_process_one, p, stems[p], factors, out,
+                                         find_mask(masks, p) if masks else None, masks is not None)) for p in kept]
                 for path, fut in futures:
                     try:
                         done.append(fut.result())
@@ -348,7 +390,8 @@ def _ingest_body(photos: Path, candidates: list[Path], videos: list[Path], param
                 if sizes[folder] != size:  # guarded by _select; a bug if it happens
                     raise RuntimeError(f"mixed sizes in {folder}")
         done.sort(key=lambda r: natural_key(r["name"]))
-        background = _scene_background(done, out, reporter)
+        background = (_scene_background(done, out, reporter) if params.masks is None
+                      else {"kind": "masked", "cut_out_photos": 0, "masks": scene_layout.MASKS, "from": str(params.masks)})
         return {
             "photos_dir": str(photos),
             "images": [r["name"] for r in done],
@@ -380,6 +423,14 @@ def run(params: IngestParams, reporter: Reporter | None = None) -> StageResult:
             raise NerfpipeError(
                 f"Cannot create the scene folder {scene} ({e.strerror or e}): choose a folder you can write to with --scene."
             ) from None
+    if params.masks is not None:
+        masks = Path(params.masks)
+        if not masks.is_dir():
+            raise NerfpipeError(f"The masks folder {masks} {scene_layout.missing(masks)}: pass the folder that holds "
+                                "one mask per photo, named by the photo's stem.")
+        if masks.resolve() == (scene / scene_layout.MASKS).resolve():
+            raise NerfpipeError(f"Your masks are in {masks}, a folder that ingest writes: move them to another "
+                                "folder (such as masks_in/) and pass that one.")
     candidates, videos, skipped_by_name = list_candidates(photos)
     if not candidates and not videos:
         others = len(skipped_by_name)
@@ -389,6 +440,9 @@ def run(params: IngestParams, reporter: Reporter | None = None) -> StageResult:
             f"The folder {photos} holds no photos ({others} other file{'s' if others != 1 else ''}, "
             f"such as {skipped_by_name[0][0]}): nerfpipe reads {', '.join(sorted(PHOTO_SUFFIXES | VIDEO_SUFFIXES))}."
         )
+    if params.masks is not None and candidates and not any(find_mask(Path(params.masks), p) for p in candidates):
+        raise NerfpipeError(f"None of the {len(candidates)} photos has a mask in {params.masks} (for {candidates[0].name}, "
+                            f"{candidates[0].stem}.png was looked for): name each mask by its photo's stem.")
     for name, why in skipped_by_name:
         reporter.warn(f"Skipped {name}: {why}.")
     try:
@@ -398,8 +452,10 @@ def run(params: IngestParams, reporter: Reporter | None = None) -> StageResult:
     spec = StageSpec(
         name=STAGE,
         version=VERSION,
-        params={"factors": list(factors), "photos": photos_key, **({"frames": params.frames} if videos else {})},
-        inputs=candidates + videos,
+        params={"factors": list(factors), "photos": photos_key, **({"frames": params.frames} if videos else {}),
+                **({"masks": str(Path(params.masks).resolve())} if params.masks else {})},
+        inputs=candidates + videos + ([m for m in (find_mask(Path(params.masks), p) for p in candidates) if m]
+                                      if params.masks else []),
         outputs=scene_layout.output_names(factors),
     )
     return run_stage(scene, spec, _ingest_body(photos, candidates, videos, params, reporter), force=params.force,

@@ -49,6 +49,8 @@ class AllParams:
     """CUDA matrix products in TF32 while training."""
     scene_type: SceneKind | None = None
     """forward, arc or 360; default: decided from the registered cameras."""
+    masks: Path | None = None
+    """Folder of object masks, one per photo (see ingest.IngestParams.masks)."""
 
 
 @dataclass
@@ -116,13 +118,13 @@ def run(params: AllParams, reporter: Reporter | None = None) -> list[StageLine]:
     lines: list[StageLine] = []
 
     t0 = time.perf_counter()
-    res = ingest.run(ingest.IngestParams(photos=photos, scene=scene, factors=factors), reporter)
+    res = ingest.run(ingest.IngestParams(photos=photos, scene=scene, factors=factors, masks=params.masks), reporter)
     lines.append(StageLine("ingest", res.ran, time.perf_counter() - t0,
                            f"{len(res.result['images'])} photos used, {len(res.result['skipped'])} skipped"))
 
     t0 = time.perf_counter()
     res = poses.run(poses.PosesParams(scene=scene), reporter)
-    r = res.result
+    r = poses_result = res.result
     lines.append(StageLine("poses", res.ran, time.perf_counter() - t0,
                            f"{len(r['images'])} of {len(r['images']) + len(r.get('unregistered', []))} registered"))
     t0 = time.perf_counter()
@@ -139,6 +141,9 @@ def run(params: AllParams, reporter: Reporter | None = None) -> list[StageLine]:
     psnr = (outcome.eval.result.get("mean", {}).get("psnr") if outcome.eval else None)
     figure = f"held-out PSNR {psnr:.2f} dB" if psnr is not None else f"{outcome.train.result['steps']} steps"
     said = outcome.eval.result.get("verdict") if outcome.eval else None
+    checked = (poses_result.get("pose_check") or {}).get("result")
+    if checked and checked != "consistent":
+        figure += f" (pose check: {checked.replace('_', ' ')})"
     if said:
         figure += {"good": " (verdict: good)", "doubtful_views": f" (verdict: doubtful views {', '.join(said['worst_views'])})",
                    "poor": f" (verdict: POOR, {said['gap_db']:.1f} dB under the training views: poses inconsistent)"}[said["result"]]

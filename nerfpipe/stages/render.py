@@ -32,9 +32,15 @@ from nerfpipe.progress import Reporter
 from nerfpipe.stages.train import load_run
 from nerfpipe.video import VideoWriter, colorize_depth, depth_range, to_uint8
 
-VERSION = "1"
+VERSION = "2"
+"""2: rays that hit nothing are far (dark) in the depth video; the path follows the run's recorded scene type."""
 DEFAULT_FPS = 30
 FRAMES_DIR = "frames"
+
+
+EMPTY_OPACITY = 0.5
+"""A ray whose accumulated opacity stays under this hit nothing (the white around an object on white): its
+depth is left out of the depth range and drawn as far (dark), not as the 0 its weights sum to."""
 
 
 def video_names(kind: str) -> tuple[str, str]:
@@ -96,7 +102,8 @@ def camera_path(meta: dict, n_frames: int | None) -> tuple[str, np.ndarray]:
 
 def render_frames(model, meta: dict, path: np.ndarray, height: int, width: int, focal: float, reporter: Reporter,
                   on_frame) -> None:
-    """Render each (3, 4) pose of ``path``; on_frame(index, rgb (H, W, 3) float, depth (H, W) float)."""
+    """Render each (3, 4) pose of ``path``; on_frame(index, rgb (H, W, 3) float, depth (H, W) float, NaN where
+    the ray hit nothing)."""
     y, x = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
     x, y = x.reshape(-1).float(), y.reshape(-1).float()
     with reporter.task("render", total=len(path), unit="frames") as task, torch.inference_mode():
@@ -104,7 +111,9 @@ def render_frames(model, meta: dict, path: np.ndarray, height: int, width: int, 
             rays = make_rays(torch.from_numpy(c2w).float(), x, y, height, width, focal, ndc=meta["ndc"],
                              near=meta["near"], far=meta["far"])
             out = render_image(model, rays)
-            on_frame(i, out.rgb.reshape(height, width, 3).numpy(), out.depth.reshape(height, width).numpy())
+            # the depth of what the ray hit (the weights' mean depth); nothing there: NaN, drawn as far
+            depth = torch.where(out.acc >= EMPTY_OPACITY, out.depth / out.acc.clamp_min(EMPTY_OPACITY), torch.nan)
+            on_frame(i, out.rgb.reshape(height, width, 3).numpy(), depth.reshape(height, width).numpy())
             task.advance(1)
 
 

@@ -348,7 +348,7 @@ def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
     spec = StageSpec(
         name=f"train-{run_name}",
         version=VERSION,
-        params={"recipe": recipe.to_dict(), "source": source.kind},
+        params={"recipe": recipe.to_dict(), "source": source.kind, "scene_type": scene_kind},
         inputs=source.inputs,
         upstream=source.upstream,
         outputs=[rel],
@@ -403,7 +403,19 @@ def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
         said = evaluated.result.get("verdict")
         if said:
             (reporter.info if said["result"] == "good" else reporter.warn)(said["sentence"])
+        checked = pose_check_of(scene, source)
+        if said and said["result"] != "poor" and checked and checked.get("result") != "consistent":
+            reporter.warn(f"But the pose check after SfM found the poses {checked['result'].replace('_', ' ')}: the "
+                          "held-out views may not be among the doubtful cameras, so look at report.png before "
+                          "trusting the result.")
     return TrainOutcome(result, evaluated)
+
+
+def pose_check_of(scene: Path, source: Source) -> dict | None:
+    """The poses stage's pose check of a nerfpipe scene (None for other scenes, or before the check existed)."""
+    if source.kind != "nerfpipe":
+        return None
+    return ((load_manifest(scene, "poses") or {}).get("result") or {}).get("pose_check")
 
 
 POOR_EXIT_CODE = 3

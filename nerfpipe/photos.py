@@ -216,7 +216,8 @@ class Background:
     """What surrounds the subject of one photo."""
 
     kind: str
-    """'cut_out' (transparent background), 'white' (on a white field) or 'photo' (anything else)."""
+    """'cut_out' (transparent background), 'white' (on a white field), 'photo' (anything else); ingest also
+    says 'masked' for a photo whose mask the user gave."""
     border_white: float
     """Fraction of the border pixels that are white (or transparent)."""
     background: float

@@ -83,8 +83,8 @@ class IngestParams:
     workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     """Threads decoding and encoding photos."""
     masks: Path | None = None
-    """Folder of object masks, one per photo named by its stem (``IMG_1.png`` for ``IMG_1.jpg``; white or
-    nonzero = object), as a segmentation tool writes them: SfM then sees only the objects (a turntable
+    """Folder of object masks, one per photo named by its stem (``IMG_1.png`` for ``IMG_1.jpg``; grey >= 128
+    = object), as a segmentation tool writes them: SfM then sees only the objects (a turntable
     capture, where the room stands still while the object turns, needs this)."""
 
 
@@ -171,8 +171,8 @@ def find_mask(masks: Path, photo: Path) -> Path | None:
     return None
 
 
-def _user_mask(path: Path | None, photo: Path, size: tuple[int, int]) -> np.ndarray:
-    """(H, W) bool object mask of ``photo`` from the user's mask file ``path`` (nonzero = object)."""
+def _user_mask(path: Path | None, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool object mask from the user's mask file ``path`` (grey >= 128 = object) for a photo of ``size``."""
     if path is None:
         raise PhotoError("it has no mask in the masks folder (give every photo one, named by its stem)")
     mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
@@ -193,12 +193,10 @@ def _process_one(path: Path, stem: str, factors: tuple[int, ...], out: Path, mas
     rgb, alpha, exif = read_photo(io.BytesIO(data))
     height, width = rgb.shape[:2]
     if user_masks:
-        mask = _user_mask(mask_file, path, (width, height))
+        mask = _user_mask(mask_file, (width, height))
         background = Background("masked", 0.0, round(float(1.0 - mask.mean()), 4))
     else:
         mask, background = object_mask(rgb, alpha)
-    if background.kind != "photo":  # kept only if most photos of the scene are cut out (see _ingest_body)
-        write_png(out / scene_layout.MASKS / f"{stem}.png", mask.astype(np.uint8) * 255, PNG_COMPRESSION)
     with open_photo(io.BytesIO(data)) as (img, photo_exif):
         fmt, mode = img.format, img.mode
     upright = photo_exif is not None and photo_exif.get(0x0112, 1) in (1, None)  # damaged EXIF: re-encoded
@@ -223,6 +221,8 @@ def _process_one(path: Path, stem: str, factors: tuple[int, ...], out: Path, mas
             ) from None
         _write_png(out / scene_layout.images_dir_name(k) / f"{stem}.png", small)
         sizes[scene_layout.images_dir_name(k)] = [small.shape[1], small.shape[0]]
+    if background.kind != "photo":  # kept only if most photos of the scene are cut out (see _ingest_body)
+        write_png(out / scene_layout.MASKS / f"{stem}.png", mask.astype(np.uint8) * 255, PNG_COMPRESSION)
     return {"name": full_name, "stem": stem, "source": path.name, "hash": digest, "sizes": sizes,
             "background": background.kind, "background_fraction": background.background}
 

@@ -227,9 +227,9 @@ def pose_check(unexplained: dict[tuple[str, str], tuple[int, int]], order: list[
             f"{f' to {max(fractions[n] for n in doubtful):.0%}' if len(doubtful) > 1 else ''} of "
             f"{'their' if len(doubtful) > 1 else 'its'} verified matches unexplained (the other photos at most "
             f"{max(others, default=0.0):.0%}): {'their poses are' if len(doubtful) > 1 else 'its pose is'} probably "
-            "wrong; remove or retake "
-            f"{'those photos' if len(doubtful) > 1 else 'that photo'} with more overlap with the neighbours, and run "
-            "`nerfpipe poses --force`."
+            f"wrong; remove {'those photos' if len(doubtful) > 1 else 'that photo'} from your photo folder, or retake "
+            f"{'them' if len(doubtful) > 1 else 'it'} with more overlap with the neighbouring photos, and run ingest and "
+            "poses again."
         )
     else:
         result, named, sentence = "consistent", [], None
@@ -330,7 +330,7 @@ def _poses_body(params: PosesParams, scene: Path, ingest: dict, reporter: Report
         copy_dir.mkdir()
         sfm_names = sfm_copy_names(names, k)
         real_name = dict(zip(sfm_names, names))
-        mask_dir = out / "sfm_masks" if masks else None  # photos cut out on white: features on the object only
+        mask_dir = out / "sfm_masks" if masks else None  # object masks (cut out on white, or --masks): features on the object only
         with Stopwatch() as sw, reporter.task("copies for SfM", total=len(names), unit="images") as task:
             if mask_dir is not None:
                 mask_dir.mkdir()

@@ -87,9 +87,10 @@ SFM_JPEG_QUALITY = 95
 HINT = "more overlap between neighbouring photos, smaller steps between them, more texture in view and no motion blur usually help"
 
 MOSTLY_EXPLAINED = 0.5
-"""A pair of photos whose matches the cameras leave unexplained for this fraction or more is a wrong pair (a
-repeated pattern matched across far-apart views; the mapper left it out): counted, not held against the
-capture. Fox (correct poses) has 216 such pairs of 1110; head on white 10 of 478; fern none."""
+"""A pair of photos whose matches the cameras leave unexplained for this fraction or more is a wrong pair
+(matches the two-view check let through, such as a repeated pattern across far-apart views; the mapper
+leaves them out): counted, not held against the capture. Fox (correct poses) has 216 such pairs of 1110;
+head on white 10 of 478; fern none."""
 SCENE_UNEXPLAINED = 0.02
 """The poses are inconsistent as a whole when, in the pairs the cameras mostly explain (and away from the
 doubtful photos), this fraction of the matches is still unexplained. Measured: fern 0.3%, fox 0.3%, head on

@@ -258,20 +258,27 @@ def verified_pairs(database: Path) -> dict[tuple[str, str], int]:
     return {pair: n for pair, n in pair_inliers(database).items() if n >= MIN_PAIR_INLIERS}
 
 
-def pair_inliers(database: Path) -> dict[tuple[str, str], int]:
-    """{(name_a, name_b): verified inlier matches} for every pair the database holds a two-view
-    geometry for (names sorted within a pair; pairs that failed verification count 0 or a few)."""
-    # pycolmap opens a database for writing and touches it: read a copy, so the poses stage's output
-    # stays byte for byte what it wrote (the cache checks its content).
+@contextlib.contextmanager
+def reading(database: Path) -> Iterator[pycolmap.Database]:
+    """``with reading(path) as db``: a COLMAP database opened for reading. pycolmap opens a database for
+    writing and touches it, so this opens a temporary copy: the poses stage's output stays byte for byte
+    what it wrote (the cache checks its content)."""
     with tempfile.TemporaryDirectory(prefix="nerfpipe-db-") as tmp:
         copy = Path(tmp) / "database.db"
         shutil.copyfile(database, copy)
         db = pycolmap.Database.open(copy)
         try:
-            names = {im.image_id: im.name for im in db.read_all_images()}
-            pair_ids, inliers = db.read_two_view_geometry_num_inliers()
+            yield db
         finally:
             db.close()
+
+
+def pair_inliers(database: Path) -> dict[tuple[str, str], int]:
+    """{(name_a, name_b): verified inlier matches} for every pair the database holds a two-view
+    geometry for (names sorted within a pair; pairs that failed verification count 0 or a few)."""
+    with reading(database) as db:
+        names = {im.image_id: im.name for im in db.read_all_images()}
+        pair_ids, inliers = db.read_two_view_geometry_num_inliers()
     out = {}
     for pair_id, n in zip(pair_ids, inliers):
         a, b = pycolmap.pair_id_to_image_pair(pair_id)
@@ -451,50 +458,44 @@ def unexplained_matches(database: Path, rec: pycolmap.Reconstruction,
     """
     registered = {rec.images[i].name: rec.images[i] for i in rec.reg_image_ids()}
     counts: dict[tuple[str, str], tuple[int, int]] = {}
-    with tempfile.TemporaryDirectory(prefix="nerfpipe-db-") as tmp:  # see pair_inliers: read a copy
-        copy = Path(tmp) / "database.db"
-        shutil.copyfile(database, copy)
-        db = pycolmap.Database.open(copy)
-        try:
-            images = {im.image_id: im for im in db.read_all_images()}
-            names = {i: im.name for i, im in images.items()}
-            db_width = {c.camera_id: c.width for c in db.read_all_cameras()}
-            pair_ids, geometries = db.read_two_view_geometries()
-            normalised: dict[int, np.ndarray] = {}
+    with reading(database) as db:
+        images = {im.image_id: im for im in db.read_all_images()}
+        names = {i: im.name for i, im in images.items()}
+        db_width = {c.camera_id: c.width for c in db.read_all_cameras()}
+        pair_ids, geometries = db.read_two_view_geometries()
+        normalised: dict[int, np.ndarray] = {}
 
-            def rays(image_id: int) -> np.ndarray:  # (K, 3) keypoints as normalised image points
-                if image_id not in normalised:
-                    image = registered[names[image_id]]
-                    scale = rec.cameras[image.camera_id].width / db_width[images[image_id].camera_id]
-                    xy = np.asarray(db.read_keypoints(image_id), dtype=np.float64)[:, :2] * scale
-                    cam_xy = np.asarray(rec.cameras[image.camera_id].cam_from_img(xy), dtype=np.float64)
-                    normalised[image_id] = np.concatenate([cam_xy, np.ones((len(cam_xy), 1))], axis=1)
-                return normalised[image_id]
+        def rays(image_id: int) -> np.ndarray:  # (K, 3) keypoints as normalised image points
+            if image_id not in normalised:
+                image = registered[names[image_id]]
+                scale = rec.cameras[image.camera_id].width / db_width[images[image_id].camera_id]
+                xy = np.asarray(db.read_keypoints(image_id), dtype=np.float64)[:, :2] * scale
+                cam_xy = np.asarray(rec.cameras[image.camera_id].cam_from_img(xy), dtype=np.float64)
+                normalised[image_id] = np.concatenate([cam_xy, np.ones((len(cam_xy), 1))], axis=1)
+            return normalised[image_id]
 
-            for pair_id, geometry in zip(pair_ids, geometries):
-                a, b = pycolmap.pair_id_to_image_pair(pair_id)
-                name_a, name_b = names.get(a), names.get(b)
-                matches = np.asarray(geometry.inlier_matches)
-                if name_a not in registered or name_b not in registered or len(matches) < min_inliers:
-                    continue
-                pose_a = np.asarray(registered[name_a].cam_from_world().matrix(), dtype=np.float64)
-                pose_b = np.asarray(registered[name_b].cam_from_world().matrix(), dtype=np.float64)
-                rot = pose_b[:, :3] @ pose_a[:, :3].T
-                t = pose_b[:, 3] - rot @ pose_a[:, 3]
-                norm = np.linalg.norm(t)
-                if norm == 0:
-                    continue
-                t = t / norm
-                essential = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]]) @ rot
-                x1, x2 = rays(a)[matches[:, 0]], rays(b)[matches[:, 1]]
-                ex1, etx2 = x1 @ essential.T, x2 @ essential
-                sampson = np.sum(x2 * ex1, axis=1) ** 2 / (ex1[:, 0] ** 2 + ex1[:, 1] ** 2 + etx2[:, 0] ** 2 + etx2[:, 1] ** 2)
-                cam_a = rec.cameras[registered[name_a].camera_id]
-                focal = float(cam_a.mean_focal_length()) / (cam_a.width / db_width[images[a].camera_id])
-                off = int(np.sum(np.sqrt(sampson) * focal > UNEXPLAINED_PX))
-                counts[tuple(sorted((name_a, name_b)))] = (off, len(matches))
-        finally:
-            db.close()
+        for pair_id, geometry in zip(pair_ids, geometries):
+            a, b = pycolmap.pair_id_to_image_pair(pair_id)
+            name_a, name_b = names.get(a), names.get(b)
+            matches = np.asarray(geometry.inlier_matches)
+            if name_a not in registered or name_b not in registered or len(matches) < min_inliers:
+                continue
+            pose_a = np.asarray(registered[name_a].cam_from_world().matrix(), dtype=np.float64)
+            pose_b = np.asarray(registered[name_b].cam_from_world().matrix(), dtype=np.float64)
+            rot = pose_b[:, :3] @ pose_a[:, :3].T
+            t = pose_b[:, 3] - rot @ pose_a[:, 3]
+            norm = np.linalg.norm(t)
+            if norm == 0:
+                continue
+            t = t / norm
+            essential = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]]) @ rot
+            x1, x2 = rays(a)[matches[:, 0]], rays(b)[matches[:, 1]]
+            ex1, etx2 = x1 @ essential.T, x2 @ essential
+            sampson = np.sum(x2 * ex1, axis=1) ** 2 / (ex1[:, 0] ** 2 + ex1[:, 1] ** 2 + etx2[:, 0] ** 2 + etx2[:, 1] ** 2)
+            cam_a = rec.cameras[registered[name_a].camera_id]
+            focal = float(cam_a.mean_focal_length()) / (cam_a.width / db_width[images[a].camera_id])
+            off = int(np.sum(np.sqrt(sampson) * focal > UNEXPLAINED_PX))
+            counts[tuple(sorted((name_a, name_b)))] = (off, len(matches))
     return counts
 
 

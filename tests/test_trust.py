@@ -20,7 +20,7 @@ from PIL import Image
 
 from nerfpipe import colmap
 from nerfpipe import scene as scene_layout
-from nerfpipe.cameras import conventions as cv
+from nerfpipe.benchmarks.trust import turn_cameras
 from nerfpipe.photos import object_mask, read_photo
 from nerfpipe.progress import RecordingReporter
 from nerfpipe.stages import ingest, poses, report
@@ -155,20 +155,6 @@ def fern_posed(tmp_path_factory):
     return scene, res, rep
 
 
-def _turned(rec: pycolmap.Reconstruction, names: set[str], degrees: float) -> None:
-    """Turn the cameras of ``names`` by ``degrees`` about their own vertical axis (centres kept)."""
-    a = np.radians(degrees)
-    turn = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
-    for i in rec.reg_image_ids():
-        image = rec.images[i]
-        if image.name in names:
-            frame = rec.frames[image.frame_id]
-            pose = frame.rig_from_world
-            rot = turn @ np.asarray(pose.rotation.matrix())
-            centre = -np.asarray(pose.rotation.matrix()).T @ np.asarray(pose.translation)
-            frame.rig_from_world = pycolmap.Rigid3d(pycolmap.Rotation3d(rot), -rot @ centre)
-
-
 def test_pose_check_passes_real_sfm_and_names_cameras_turned_on_purpose(fern_posed):
     scene, res, rep = fern_posed
     checked = res.result["pose_check"]
@@ -181,7 +167,7 @@ def test_pose_check_passes_real_sfm_and_names_cameras_turned_on_purpose(fern_pos
     again = poses.pose_check(colmap.unexplained_matches(database, rec), names)
     assert again["unexplained"] == pytest.approx(checked["unexplained"], abs=1e-3)
     wrong = {"IMG_4030.jpg", "IMG_4039.jpg"}
-    _turned(rec, wrong, 30.0)
+    turn_cameras(rec, wrong, 30.0)
     checked = poses.pose_check(colmap.unexplained_matches(database, rec), names)
     assert checked["result"] == "doubtful_photos" and set(checked["doubtful"]) == wrong, checked
     assert checked["sentence"].startswith("The cameras of IMG_4030.jpg, IMG_4039.jpg leave ")

@@ -70,6 +70,21 @@ def turn_llff(poses_llff: np.ndarray, rows, degrees: float) -> np.ndarray:
     return out
 
 
+def turn_cameras(rec, names: set[str], degrees: float) -> None:
+    """Turn the cameras of ``names`` in the pycolmap Reconstruction ``rec`` by ``degrees`` about their own
+    vertical (COLMAP y, down) axis, centres kept: wrong on purpose."""
+    import pycolmap
+
+    a = np.radians(degrees)
+    turn = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    for i in rec.reg_image_ids():
+        if rec.images[i].name in names:
+            frame = rec.frames[rec.images[i].frame_id]
+            rot = np.asarray(frame.rig_from_world.rotation.matrix())
+            centre = -rot.T @ np.asarray(frame.rig_from_world.translation)
+            frame.rig_from_world = pycolmap.Rigid3d(pycolmap.Rotation3d(turn @ rot), -(turn @ rot) @ centre)
+
+
 def _stages(photos: Path, scene: Path, factor: int, minutes: float, masks: Path | None = None) -> dict:
     from nerfpipe.progress import Reporter
     from nerfpipe.stages import ingest, poses, report, train
@@ -191,14 +206,7 @@ def fern_wrong(data: Path, work: Path, minutes: float) -> dict:
     names, ours = _ours(scene)
     wrong = {names[i] for i in WRONG_ROWS}
     rec = pycolmap.Reconstruction(scene / "colmap" / "sparse" / "0")
-    a = np.radians(WRONG_DEGREES)
-    turn = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])  # about the camera's y (down)
-    for i in rec.reg_image_ids():
-        if rec.images[i].name in wrong:
-            frame = rec.frames[rec.images[i].frame_id]
-            r = np.asarray(frame.rig_from_world.rotation.matrix())
-            c = -r.T @ np.asarray(frame.rig_from_world.translation)
-            frame.rig_from_world = pycolmap.Rigid3d(pycolmap.Rotation3d(turn @ r), -(turn @ r) @ c)
+    turn_cameras(rec, wrong, WRONG_DEGREES)
     check = poses.pose_check(colmap.unexplained_matches(scene / "colmap" / "database.db", rec), names)
 
     copy = work / "fern_wrong"  # rebuilt only when fern's poses changed (else its run is up to date)

@@ -237,11 +237,11 @@ def _scene_background(done: list[dict], out: Path, reporter: Reporter) -> dict:
             mask.unlink()
         return {"kind": "photo", "cut_out_photos": cut, "masks": None}
     kind = "cut_out" if kinds["cut_out"] >= kinds["white"] else "white"
-    others = [r["name"] for r in done if r["background"] == "photo"]
-    for name in others:  # a photo of such a scene that is not cut out: no mask, SfM sees all of it
-        rec = next(r for r in done if r["name"] == name)
-        width, height = rec["sizes"][scene_layout.IMAGES]
-        write_png(out / scene_layout.MASKS / f"{rec['stem']}.png", np.full((height, width), 255, np.uint8), PNG_COMPRESSION)
+    for rec in done:  # a photo of such a scene that is not cut out: an all-object mask, SfM sees all of it
+        if rec["background"] == "photo":
+            width, height = rec["sizes"][scene_layout.IMAGES]
+            write_png(out / scene_layout.MASKS / f"{rec['stem']}.png", np.full((height, width), 255, np.uint8),
+                      PNG_COMPRESSION)
     what = "cut out on white" if kind == "white" else "cut out (transparent background, composited on white)"
     fractions = [r["background_fraction"] for r in done if r["background"] != "photo"]
     reporter.info(

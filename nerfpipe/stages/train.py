@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nerfpipe import colmap
 from nerfpipe import scene as scene_layout
 from nerfpipe.cameras import gl_from_llff
 from nerfpipe.cameras.scene_type import SceneKind, classify
@@ -213,8 +214,6 @@ def scene_type_overrides(scene: Path, source: Source, overrides: tuple[str, ...]
 
 def sparse_points(scene: Path) -> np.ndarray | None:
     """(P, 3) points of a nerfpipe scene's sparse model (COLMAP's world, the world of poses_bounds.npy), or None."""
-    from nerfpipe import colmap  # pycolmap is imported only where it is needed
-
     model_dir = Path(scene) / scene_layout.COLMAP / "sparse" / "0"
     if not model_dir.is_dir():
         return None
@@ -538,8 +537,8 @@ def evaluate(model: Model, data: SceneData, test_dir: Path, *, device: torch.dev
     views = []
     pixels = data.height * data.width
     t0 = time.perf_counter()
-    extra = len(verdict_train_views(data.i_train, data.i_test)) * pixels
-    with reporter.task("eval", total=len(data.i_test) * pixels + extra, unit="rays") as task:
+    train_indices = verdict_train_views(data.i_train, data.i_test)
+    with reporter.task("eval", total=(len(data.i_test) + len(train_indices)) * pixels, unit="rays") as task:
         for i in data.i_test:
             out = render_image(model, data.image_rays(i), chunk, on_chunk=task.advance)
             rgb = out.rgb.clamp(0.0, 1.0).reshape(data.height, data.width, 3).cpu()
@@ -552,7 +551,7 @@ def evaluate(model: Model, data: SceneData, test_dir: Path, *, device: torch.dev
                     "ssim": round(ssim(rgb, target), 5), "lpips": round(lpips(rgb, target), 5)}
             views.append(view)
         train_views = []
-        for i in verdict_train_views(data.i_train, data.i_test):
+        for i in train_indices:
             out = render_image(model, data.image_rays(i), chunk, on_chunk=task.advance)
             rgb = out.rgb.clamp(0.0, 1.0).reshape(data.height, data.width, 3).cpu()
             train_views.append({"index": i, "name": data.names[i], "psnr": round(psnr(rgb, data.images[i]), 4)})

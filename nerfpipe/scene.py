@@ -31,6 +31,12 @@ def images_dir_name(factor: int) -> str:
     return IMAGES if factor == 1 else f"{IMAGES}_{factor}"
 
 
+def undistorted_dir_name(factor: int) -> str:
+    """``images_undistorted_<k>``: the photos resampled onto a centred pinhole camera, downsampled by k
+    (the undistort stage, for a transforms.json scene or a nerfpipe scene whose SfM camera has lens distortion)."""
+    return f"{IMAGES}_undistorted_{factor}"
+
+
 def images_dir(scene: Path, factor: int = 1) -> Path:
     return Path(scene) / images_dir_name(factor)
 

@@ -38,6 +38,21 @@ def fox_dir() -> Path:
     return shared_path("fox")
 
 
+@pytest.fixture(scope="session")
+def fern_posed(tmp_path_factory):
+    """The 20 example fern photos (1008x756) ingested and posed with SfM on 504x378 copies:
+    (scene, the poses stage's result, its reporter). Tests must not change the scene."""
+    from nerfpipe.progress import RecordingReporter
+    from nerfpipe.stages import ingest, poses
+
+    scene = tmp_path_factory.mktemp("fern20")
+    ingest.run(ingest.IngestParams(photos=REPO / "examples" / "fern" / "photos", scene=scene, factors=(8,)),
+               RecordingReporter())
+    rep = RecordingReporter()
+    res = poses.run(poses.PosesParams(scene=scene, sfm_size=512, threads=2), rep)
+    return scene, res, rep
+
+
 TINY_NERF = ("nerf.netdepth=4", "nerf.netwidth=32", "nerf.netdepth_fine=4", "nerf.netwidth_fine=32", "nerf.skips=[1]",
              "nerf.n_samples=16", "nerf.n_importance=16", "training.batch_rays=256")
 """Recipe overrides for a paper-shaped NeRF small enough to train in seconds (import from conftest)."""

@@ -145,16 +145,6 @@ def test_pose_check_by_hand():
     assert checked["result"] == "consistent" and checked["wrong_pairs"] == 3
 
 
-@pytest.fixture(scope="module")
-def fern_posed(tmp_path_factory):
-    """The 20 example fern photos (1008x756) ingested and posed with SfM on 504x378 copies."""
-    scene = tmp_path_factory.mktemp("fern20")
-    ingest.run(ingest.IngestParams(photos=FERN_PHOTOS, scene=scene, factors=(8,)), RecordingReporter())
-    rep = RecordingReporter()
-    res = poses.run(poses.PosesParams(scene=scene, sfm_size=512, threads=2), rep)
-    return scene, res, rep
-
-
 def test_pose_check_passes_real_sfm_and_names_cameras_turned_on_purpose(fern_posed):
     scene, res, rep = fern_posed
     checked = res.result["pose_check"]

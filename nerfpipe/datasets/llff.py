@@ -72,6 +72,18 @@ def image_files(scene: Path, factor: int, stems: list[str] | None) -> list[Path]
     return paths
 
 
+def prepared_files(scene: Path, factor: int, stems: list[str] | None, prepared: dict) -> list[Path]:
+    """The undistort stage's PNG of each stem (``images_undistorted_<factor>/``), in the stems' order."""
+    if stems is None:
+        raise ValueError("undistorted images need the registered stems of a nerfpipe scene")
+    by_stem = {Path(name).stem: file for name, file in zip(prepared["names"], prepared["files"])}
+    missing = [s for s in stems if s not in by_stem]
+    if missing:
+        raise NerfpipeError(f"The undistorted images of {scene} lack {missing[0]}: run `nerfpipe train {scene}` again.")
+    folder = scene / scene_layout.undistorted_dir_name(factor)
+    return [folder / by_stem[s] for s in stems]
+
+
 def read_poses_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """:func:`~nerfpipe.cameras.conventions.read_poses_bounds` with a damaged file turned into one sentence."""
     path = Path(path)
@@ -95,9 +107,13 @@ def load_llff(
     white_background: bool = False,
     stems: list[str] | None = None,
     object_points: np.ndarray | None = None,
+    prepared: dict | None = None,
 ) -> SceneData:
     """Load an LLFF scene folder. ``stems``: the registered images' stems in poses_bounds order
-    (a nerfpipe scene); None reads every image of images_<factor>/ in sorted order (published layout)."""
+    (a nerfpipe scene); None reads every image of images_<factor>/ in sorted order (published layout).
+    ``prepared``: the result of the scene's ``undistort-<factor>`` stage (a nerfpipe scene whose SfM
+    camera has lens distortion): its pinhole images and focal replace images_<factor>/ and the focal of
+    poses_bounds.npy; the poses and bounds stay."""
     scene = Path(scene)
     if ndc and spherify:
         raise NerfpipeError("ndc and spherify cannot both be on: NDC is for forward-facing scenes, spherify for 360-degree ones; set ndc = false.")
@@ -105,7 +121,7 @@ def load_llff(
     if not pb_path.exists():
         raise NerfpipeError(f"There is no {pb_path.name} in {scene}: run `nerfpipe poses --scene {scene}` first.")
     poses_llff, bounds = read_poses_file(pb_path)
-    paths = image_files(scene, factor, stems)
+    paths = image_files(scene, factor, stems) if prepared is None else prepared_files(scene, factor, stems, prepared)
     if len(paths) != poses_llff.shape[0]:
         raise NerfpipeError(
             f"{pb_path} holds {poses_llff.shape[0]} cameras but {paths[0].parent if paths else scene} has {len(paths)} images: "
@@ -116,10 +132,14 @@ def load_llff(
     if any(img.shape[:2] != (height, width) for img in images):
         raise NerfpipeError(f"The images in {paths[0].parent} differ in size: run nerfpipe ingest again.")
     full_h, full_w, full_focal = poses_llff[0, :, 4]
+    full_size, focal = [int(full_w), int(full_h)], float(full_focal) / factor
+    if prepared is not None:
+        full_size, full_focal, focal = prepared["full_size"], prepared["full_focal"], float(prepared["focal"])
     source = {"folder": str(scene), "poses": pb_path.name, "images": paths[0].parent.name, "factor": factor,
-              "full_size": [int(full_w), int(full_h)], "full_focal": float(full_focal), "bd_factor": bd_factor,
-              "spherify": spherify, "llffhold": llffhold}
-    return llff_scene_data([p.name for p in paths], images, gl_from_llff(poses_llff), bounds, float(full_focal) / factor,
+              "full_size": full_size, "full_focal": float(full_focal), "bd_factor": bd_factor,
+              "spherify": spherify, "llffhold": llffhold, "undistorted": prepared is not None}
+    names = [p.name for p in paths] if prepared is None else [f"{s}.png" for s in stems]
+    return llff_scene_data(names, images, gl_from_llff(poses_llff), bounds, focal,
                            llffhold=llffhold, ndc=ndc, spherify=spherify, bd_factor=bd_factor,
                            white_background=white_background, source=source, object_points=object_points)
 

@@ -52,7 +52,7 @@ def stage_name(factor: int) -> str:
 
 def images_dir_name(factor: int) -> str:
     """``images_undistorted_<k>``: the frames as centred pinhole images, downsampled by k."""
-    return f"images_undistorted_{factor}"
+    return scene_layout.undistorted_dir_name(factor)
 
 
 def is_transforms_folder(scene: Path) -> bool:

@@ -6,7 +6,7 @@ Four kinds of scene folder are read:
 
 | folder | detected by | cache inputs |
 | --- | --- | --- |
-| a nerfpipe scene | ``.nerfpipe/poses.json`` | upstream stage ``poses`` (its images, in its order) |
+| a nerfpipe scene | ``.nerfpipe/poses.json`` | upstream stage ``poses`` (its images, in its order; when its SfM camera has lens distortion, SIMPLE_RADIAL k1 != 0, the images are undistorted by stage ``undistort-<k>`` from ``images/`` and its transforms.json) |
 | your own poses (nerfstudio / instant-ngp) | ``transforms.json`` | it and the images it names (prepared by stage ``undistort-<k>``) |
 | a published LLFF scene | ``poses_bounds.npy`` + ``images_<k>/`` | those files |
 | a Blender synthetic scene | ``transforms_train.json`` | the transforms files and the images they name |
@@ -39,6 +39,7 @@ from nerfpipe import colmap
 from nerfpipe import scene as scene_layout
 from nerfpipe.cameras import gl_from_llff
 from nerfpipe.cameras.scene_type import SceneKind, classify
+from nerfpipe.cameras.undistort import is_plain
 from nerfpipe.cache import StageResult, StageSpec, hash_inputs, load_manifest, run_stage
 from nerfpipe.datasets.base import SceneData
 from nerfpipe.datasets.blender import is_blender_folder, load_blender
@@ -118,6 +119,8 @@ class Source:
     upstream: tuple[str, ...]
     inputs: tuple[Path, ...]
     stems: list[str] | None
+    undistort: bool = False
+    """A nerfpipe scene whose SfM camera has lens distortion: trained on the undistort stage's pinhole images."""
 
 
 def run_dir(scene: Path, run: str) -> Path:
@@ -133,7 +136,7 @@ def detect_source(scene: Path, recipe: Recipe, reporter: Reporter | None = None)
         names = poses.get("result", {}).get("images")
         if not names:
             raise NerfpipeError(f"The poses manifest of {scene} lists no images: run `nerfpipe poses --scene {scene}` again.")
-        return Source("nerfpipe", ("poses",), (), [Path(n).stem for n in names])
+        return Source("nerfpipe", ("poses",), (), [Path(n).stem for n in names], undistort=has_distortion(scene))
     if colmap_source.is_colmap_folder(scene):  # sparse/0 + images/: its transforms.json, kept up to date
         colmap_source.run(scene, reporter)
         frames = read_frames(scene / scene_layout.TRANSFORMS)
@@ -162,6 +165,14 @@ def detect_source(scene: Path, recipe: Recipe, reporter: Reporter | None = None)
         f"{scene} has no cameras: run `nerfpipe ingest` and `nerfpipe poses` there first "
         "(or point at a folder with transforms.json or poses_bounds.npy, or a Blender scene with transforms_train.json)."
     )
+
+
+def has_distortion(scene: Path) -> bool:
+    """Whether the cameras the poses stage wrote (transforms.json) are not plain pinholes (SIMPLE_RADIAL k1 != 0)."""
+    path = Path(scene) / scene_layout.TRANSFORMS
+    if not path.is_file():
+        return False
+    return not all(is_plain(c) for c in read_frames(path).transforms.cameras)
 
 
 def scene_cameras(scene: Path, source: Source) -> np.ndarray | None:
@@ -232,13 +243,17 @@ def load_scene(scene: Path, recipe: Recipe, source: Source, reporter: Reporter |
         return load_transforms(scene, factor=d.factor, llffhold=d.llffhold, ndc=d.ndc, spherify=d.spherify,
                                bd_factor=d.bd_factor, white_background=d.white_bkgd)
     points = sparse_points(scene) if d.object and source.kind == "nerfpipe" else None
+    prepared = undistort.run(undistort.UndistortParams(scene=scene, factor=d.factor), reporter).result if source.undistort else None
     return load_llff(scene, factor=d.factor, llffhold=d.llffhold, ndc=d.ndc, spherify=d.spherify,
-                     bd_factor=d.bd_factor, white_background=d.white_bkgd, stems=source.stems, object_points=points)
+                     bd_factor=d.bd_factor, white_background=d.white_bkgd, stems=source.stems, object_points=points,
+                     prepared=prepared)
 
 
 def _data_key(scene: Path, source: Source, previous: dict | None) -> str:
     """Identifies the data a run was trained on: upstream fingerprints and input hashes."""
     parts = {name: (load_manifest(scene, name) or {}).get("fingerprint") for name in source.upstream}
+    if source.undistort:  # a run trained on the distorted images_<k>/ before starts over
+        parts["undistorted"] = True
     hashes = hash_inputs(scene, list(source.inputs), (previous or {}).get("inputs"))
     parts["inputs"] = sorted((k, v[2]) for k, v in hashes.items())
     return hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(), digest_size=12).hexdigest()
@@ -347,7 +362,8 @@ def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
     spec = StageSpec(
         name=f"train-{run_name}",
         version=VERSION,
-        params={"recipe": recipe.to_dict(), "source": source.kind, "scene_type": scene_kind},
+        params={"recipe": recipe.to_dict(), "source": source.kind, "scene_type": scene_kind,
+                **({"undistorted": True} if source.undistort else {})},
         inputs=source.inputs,
         upstream=source.upstream,
         outputs=[rel],

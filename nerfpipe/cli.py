@@ -344,18 +344,34 @@ def render(
 def export(
     scene_arg: Optional[Path] = typer.Argument(None, metavar="[SCENE]", help="Scene folder, posed (default: .)."),
     scene_opt: Optional[Path] = typer.Option(None, "--scene", "-s", help="Same as SCENE."),
+    run: Optional[str] = typer.Option(None, "--run", help="Run whose mesh and points from depth to export (default: the only run)."),
+    resolution: int = typer.Option(256, "--mesh-resolution", min=8, help="Marching-cubes lattice points along each axis."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
     force: bool = typer.Option(False, "--force", help="Write the exports again even if they are up to date."),
 ) -> None:
     """Write exports/ for other tools: the sparse points (sparse_pc.ply), a nerfstudio transforms.json that names
-    them, an undistorted PINHOLE COLMAP folder (3D Gaussian Splatting), an instant-ngp transforms.json."""
+    them, an undistorted PINHOLE COLMAP folder (3D Gaussian Splatting), an instant-ngp transforms.json; and from a
+    trained run exports/RUN/mesh.ply (marching cubes over its density) and exports/RUN/depth_points.ply."""
+    from nerfpipe.cache import load_manifest
     from nerfpipe.stages import export as stage
 
     scene = _one_scene(scene_arg, scene_opt)
-    res = stage.run(stage.ExportParams(scene=scene, force=force), RichReporter())
-    r = res.result
-    state = "up to date" if not res.ran else f"{res.seconds:.1f} s"
-    CONSOLE.print(f"export ({state}): {r['points']} points and {r['frames']} cameras in {scene / r['folder']} "
-                  f"(sparse_pc.ply, nerfstudio/, colmap/, instant-ngp/ with aabb_scale {r['aabb_scale']}).")
+    trained = run is not None or any((scene / "runs").glob("*/recipe.toml"))
+    if load_manifest(scene, "poses") is not None or not trained:
+        res = stage.run(stage.ExportParams(scene=scene, force=force), RichReporter())
+        r = res.result
+        state = "up to date" if not res.ran else f"{res.seconds:.1f} s"
+        CONSOLE.print(f"export ({state}): {r['points']} points and {r['frames']} cameras in {scene / r['folder']} "
+                      f"(sparse_pc.ply, nerfstudio/, colmap/, instant-ngp/ with aabb_scale {r['aabb_scale']}).")
+    if trained:
+        res = stage.run_field(stage.FieldExportParams(scene=scene, run=run, resolution=resolution, device=device,
+                                                      force=force), RichReporter())
+        r = res.result
+        state = "up to date" if not res.ran else f"{res.seconds:.1f} s"
+        mesh = (f"a mesh of {r['mesh']['vertices']} vertices and {r['mesh']['faces']} faces"
+                if r["mesh"] else "no mesh (no surface)")
+        CONSOLE.print(f"export {r['run']} ({state}): {mesh} and {r['depth_points']['points']} points from the depth "
+                      f"of {r['depth_points']['views']} training views in {scene / r['folder']}.")
 
 
 @app.command(name="all")

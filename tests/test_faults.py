@@ -137,7 +137,7 @@ def test_training_resumes_past_a_damaged_checkpoint_and_sets_aside_an_untrusted_
     assert any(f"moved it to {aside}" in w for w in rep.warnings)
     assert trainer.load_checkpoint(trainer.list_checkpoints(run_dir)[-1])["step"] == 30
     # the folder set aside is not a run: eval and render find only "faults"
-    assert train_stage._find_run(tiny_lego, None) == "faults"
+    assert train_stage.find_run(tiny_lego, None) == "faults"
     with pytest.raises(NerfpipeError, match=r"There is no run 'nosuch' in .*runs \(runs there: faults\): train it "
                                             r"with `nerfpipe train .* --run nosuch`"):
         train_stage.run_eval(train_stage.EvalParams(scene=tiny_lego, run="nosuch", device="cpu"))

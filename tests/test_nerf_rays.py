@@ -12,8 +12,9 @@ from nerfpipe.cameras.normalize import (
     average_pose,
     closest_point_to_axes,
     normalize_llff,
+    undo_on_points,
 )
-from nerfpipe.cameras.rays import get_rays, ndc_rays
+from nerfpipe.cameras.rays import get_rays, ndc_point, ndc_rays, world_point
 
 
 def test_get_rays_reference_pixel_convention():
@@ -47,6 +48,40 @@ def test_ndc_matches_the_paper_formula():
     assert torch.allclose(q[:, 2], 1 + 2 * near / p[:, 2], atol=1e-4)
     assert torch.allclose(q[:, 0], ax * p[:, 0] / p[:, 2], atol=1e-4)
     assert torch.allclose((o_ndc + d_ndc)[:, 2], torch.ones(50), atol=1e-5)
+
+
+def test_ndc_points_round_trip_and_lie_on_the_ndc_rays():
+    """world_point undoes ndc_point; the point at t along an NDC ray is the world point on the world ray
+    that ndc_point maps there (what a depth found in NDC means in the world)."""
+    gen = torch.Generator().manual_seed(1)
+    h, w, f, near = 30, 40, 35.0, 1.0
+    pts = torch.randn(40, 3, generator=gen, dtype=torch.float64) * 0.5 + torch.tensor([0.0, 0.0, -4.0], dtype=torch.float64)
+    assert torch.allclose(world_point(h, w, f, near, ndc_point(h, w, f, near, pts)), pts, atol=1e-9)
+    o = torch.randn(40, 3, generator=gen, dtype=torch.float64) * 0.2
+    d = torch.randn(40, 3, generator=gen, dtype=torch.float64) * 0.2 + torch.tensor([0.0, 0.0, -1.0], dtype=torch.float64)
+    o_ndc, d_ndc = ndc_rays(h, w, f, near, o, d)
+    t = torch.rand(40, 1, generator=gen, dtype=torch.float64) * 0.9
+    back = world_point(h, w, f, near, o_ndc + t * d_ndc)
+    along = torch.linalg.cross(back - o, d)  # on the world ray: no component across it
+    assert along.norm(dim=-1).max() < 1e-9 * back.norm(dim=-1).max() + 1e-9
+    assert torch.allclose(ndc_point(h, w, f, near, back), o_ndc + t * d_ndc, atol=1e-9)
+
+
+def test_undo_on_points_inverts_the_normalisation():
+    poses, bounds = _random_forward_cameras()
+    c2w = poses  # any (N, 3, 4) rigid poses serve
+    _, _, steps = normalize_llff(c2w, bounds, spherify=True)
+    pts = np.random.default_rng(2).normal(size=(30, 3)) * 5
+    moved = pts
+    for step in steps:
+        moved = apply_to_points(moved, step)
+    assert np.allclose(undo_on_points(moved, steps), pts, atol=1e-9)
+    # a camera centre goes where apply_to_poses puts it, and comes back
+    centre = c2w[:, :3, 3]
+    cams = c2w
+    for step in steps:
+        cams = apply_to_poses(cams, step)
+    assert np.allclose(undo_on_points(cams[:, :3, 3], steps), centre, atol=1e-9)
 
 
 def _random_forward_cameras(n=12, seed=0):

@@ -10,7 +10,7 @@ of links (its runs are written in the work folder, never into the shared data). 
 in one run of the real trainer with the schedule of ``--*-iters`` steps, in sessions that stop at
 the cumulative minutes given (the trainer's time budget; the session resumes from its checkpoint),
 and after each session the real evaluation (``nerfpipe eval``: held-out views 0, 8, 16 of fern, the
-25 test views of lego) gives PSNR and SSIM. ``render_s`` times one held-out view with the real
+25 test views of lego) gives PSNR, SSIM and LPIPS. ``render_s`` times one held-out view with the real
 chunking, cold (the dense density volume is built first) and warm. Each scene runs in its own
 process so that ``peak_rss_gb`` is its own; ``peak_gpu_gb`` when on CUDA.
 
@@ -115,6 +115,7 @@ def run_scene(kind: str, scene: str, recipe: str, minutes: list[float], iters: i
             "train_psnr": r["last"].get("psnr"),
             "psnr": e["mean"]["psnr"],
             "ssim": e["mean"]["ssim"],
+            "lpips": e["mean"].get("lpips"),
             "eval_views": e["count"],
             "eval_s_per_view": e["s_per_view"],
             "other_processes_cpu_s": round(others, 1),

@@ -85,6 +85,16 @@ def apply_to_points(points: np.ndarray, step: Normalization) -> np.ndarray:
     return step.scale * (points @ step.matrix[:3, :3].T + step.matrix[:3, 3])
 
 
+def undo_on_points(points: np.ndarray, steps: list[Normalization]) -> np.ndarray:
+    """(..., 3) normalised points -> (..., 3) points of the input world: the inverse of applying
+    :func:`apply_to_points` for each of ``steps`` in order."""
+    points = np.asarray(points, dtype=np.float64)
+    for step in reversed(steps):
+        rot, shift = step.matrix[:3, :3], step.matrix[:3, 3]
+        points = (points / step.scale - shift) @ rot  # rot is orthonormal: its inverse is its transpose
+    return points
+
+
 def rescale_step(bounds: np.ndarray, bd_factor: float = BD_FACTOR) -> Normalization:
     """Scale the world so that min(bounds) becomes 1 / bd_factor."""
     return Normalization("rescale", np.eye(4), float(1.0 / (bounds.min() * bd_factor)))

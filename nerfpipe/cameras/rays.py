@@ -24,6 +24,16 @@ def camera_directions(x: Tensor, y: Tensor, height: int, width: int, focal: floa
     )
 
 
+def camera_pixels(points_cam: Tensor, height: int, width: int, focal: float,
+                  offset: float = PIXEL_OFFSET) -> tuple[Tensor, Tensor, Tensor]:
+    """(*batch, 3) points in OpenGL camera axes -> pixel x (column), y (row) and depth -z (*batch): the
+    inverse of :func:`camera_directions` (the ray of pixel (x, y) reaches the point at t = depth)."""
+    depth = -points_cam[..., 2]
+    x = points_cam[..., 0] / depth * focal + width * 0.5 - offset
+    y = -points_cam[..., 1] / depth * focal + height * 0.5 - offset
+    return x, y, depth
+
+
 def world_rays(dirs_cam: Tensor, c2w_gl: Tensor) -> tuple[Tensor, Tensor]:
     """dirs_cam (*batch, 3), c2w_gl (3, 4) or (*batch, 3, 4) -> origins, directions (*batch, 3); directions not normalised."""
     if c2w_gl.dim() == 2:
@@ -69,3 +79,18 @@ def ndc_rays(height: int, width: int, focal: float, near: float, origins: Tensor
         dim=-1,
     )
     return o, d
+
+
+def ndc_point(height: int, width: int, focal: float, near: float, points: Tensor) -> Tensor:
+    """(*batch, 3) world points in front of the cameras (z < 0) -> (*batch, 3) NDC points: the map of
+    :func:`ndc_rays`, ``(-f/(W/2) x/z, -f/(H/2) y/z, 1 + 2 near/z)``."""
+    x, y, z = points.unbind(-1)
+    return torch.stack([-2.0 * focal / width * x / z, -2.0 * focal / height * y / z, 1.0 + 2.0 * near / z], dim=-1)
+
+
+def world_point(height: int, width: int, focal: float, near: float, points: Tensor) -> Tensor:
+    """(*batch, 3) NDC points with z < 1 -> (*batch, 3) world points: the inverse of :func:`ndc_point`
+    (a depth or a mesh vertex found in NDC back in the normalised world)."""
+    xn, yn, zn = points.unbind(-1)
+    z = 2.0 * near / (zn - 1.0)
+    return torch.stack([-xn * z * width / (2.0 * focal), -yn * z * height / (2.0 * focal), z], dim=-1)

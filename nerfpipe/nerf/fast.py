@@ -372,6 +372,18 @@ class FastModel(Model):
                 break
         return rgb, depth, acc
 
+    @torch.no_grad()
+    def field_at(self, points: Tensor, viewdirs: Tensor) -> tuple[Tensor, Tensor]:
+        lo, hi = self.aabb[0], self.aabb[1]
+        centre, half = (lo + hi) / 2, (hi - lo) / 2
+        x = (points - centre) / half
+        if self.box.kind == "unbounded":
+            x, inside = contract(x) / 2.0, torch.ones_like(x[:, 0], dtype=torch.bool)
+        else:
+            inside = (x.abs() <= 1.0).all(-1)
+        sigma = self.cfg.density_scale * self.field.sigma(x) * inside
+        return sigma, self.field.color(x, sh_basis(viewdirs))
+
     def field_points(self, rays: RayBundle, t: Tensor) -> Tensor:
         """(R*s, 3) field coordinates of the samples at t (R, s) along ``rays``."""
         lo, hi = self.aabb[0], self.aabb[1]

@@ -30,6 +30,25 @@ def psnr(pred: Tensor, target: Tensor) -> float:
     return mse_to_psnr(torch.mean((pred.float() - target.float()) ** 2))
 
 
+DEPTH_WITHIN = (0.02, 0.05)
+"""Relative depth errors counted: within 2% and within 5% of the true depth."""
+
+
+def depth_agreement(rendered: Tensor, true: Tensor) -> dict:
+    """Rendered (P,) against true (P,) depths (> 0) of the same points; NaN rendered = the ray hit nothing
+    (counted as a relative error of 1). -> ``depth_rel_error_median`` (a fraction), ``depth_within_2pct``,
+    ``depth_within_5pct`` (fractions of the points) and ``depth_points``; None figures without points."""
+    rel = ((rendered - true).abs() / true).nan_to_num(nan=1.0).clamp(max=1.0)
+    n = int(rel.numel())
+    if n == 0:
+        return {"depth_rel_error_median": None, "depth_within_2pct": None, "depth_within_5pct": None, "depth_points": 0}
+    two, five = DEPTH_WITHIN
+    return {"depth_rel_error_median": round(float(rel.median()), 5),
+            "depth_within_2pct": round(float((rel <= two).float().mean()), 5),
+            "depth_within_5pct": round(float((rel <= five).float().mean()), 5),
+            "depth_points": n}
+
+
 def _gaussian_window(size: int, sigma: float, dtype, device) -> Tensor:
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
     w = torch.exp(-0.5 * (x / sigma) ** 2)

@@ -178,6 +178,12 @@ class Model(torch.nn.Module):
         """Rough peak memory of rendering one ray, used to pick chunk sizes. Override when known."""
         return 256 * 1024
 
+    def field_at(self, points: Tensor, viewdirs: Tensor) -> tuple[Tensor, Tensor]:
+        """The field itself, for exports (a mesh): (N, 3) points in the rays' space (NDC for NDC rays)
+        and (N, 3) unit viewing directions in the world -> (N,) density per unit of distance in that
+        space (0 outside the region the model covers) and (N, 3) colour in [0, 1]."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be read at points")
+
 
 @dataclass(frozen=True)
 class ModelEntry:

@@ -118,6 +118,13 @@ class NerfModel(Model):
         aux = {"rgb_coarse": coarse.rgb, "disparity": fine.disparity, "acc_coarse": coarse.acc}
         return RenderOutput(fine.rgb, fine.depth, fine.acc, aux)
 
+    @torch.no_grad()
+    def field_at(self, points: Tensor, viewdirs: Tensor) -> tuple[Tensor, Tensor]:
+        """The fine network (the coarse one without it), as rendering reads it (no noise)."""
+        field = self.fine if self.fine is not None else self.coarse
+        raw, rgb_raw = field(self.pos_enc(points), self.dir_enc(viewdirs) if self.config.use_viewdirs else None)
+        return torch.relu(raw), torch.sigmoid(rgb_raw)
+
     def _evaluate(self, field: NerfMLP, rays: RayBundle, z: Tensor, d_enc: Tensor | None, noise_std: float):
         """The field at samples z (rays, samples) -> sigma = relu(raw + noise) (rays, samples), rgb (rays, samples, 3)."""
         n_rays, n_samples = z.shape

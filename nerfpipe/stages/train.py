@@ -19,7 +19,10 @@ matrices) so that the render stage maps its cameras the same way.
 
 Eval (``eval-<run>``, a staged stage downstream of ``train-<run>``) renders the held-out views into
 ``runs/<run>/test/`` and writes ``runs/<run>/metrics.json`` (per-view and mean PSNR, SSIM and LPIPS,
-AlexNet v0.1, as the papers report them).
+AlexNet v0.1, as the papers report them). For a nerfpipe scene also the depth: the sparse points each
+held-out photo sees (``colmap/sparse/0``) against the rendered depth at their pixels
+(``depth_rel_error_median``, ``depth_within_2pct``, ``depth_within_5pct``, ``depth_points``; see
+:func:`view_depth`). Floaters in front of a surface show as depths that are too short.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from nerfpipe import colmap
 from nerfpipe import scene as scene_layout
 from nerfpipe.cameras import gl_from_llff
 from nerfpipe.cameras.scene_type import SceneKind, classify
+from nerfpipe.cameras.normalize import apply_to_points
+from nerfpipe.cameras.rays import NDC_NEAR, camera_pixels, world_point
 from nerfpipe.cameras.undistort import is_plain
 from nerfpipe.cache import StageResult, StageSpec, hash_inputs, load_manifest, run_stage
 from nerfpipe.datasets.base import SceneData
@@ -48,7 +53,7 @@ from nerfpipe.datasets.transforms import is_transforms_folder, load_transforms, 
 from nerfpipe.datasets.transforms import scene_cameras as transforms_cameras
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.nerf import trainer as trainer_mod
-from nerfpipe.nerf.metrics import Lpips, psnr, ssim
+from nerfpipe.nerf.metrics import Lpips, depth_agreement, psnr, ssim
 from nerfpipe.nerf.models import Model, SceneBox, build_model, chunk_size, render_image
 from nerfpipe.io import write_json_atomic, write_png
 from nerfpipe.progress import Reporter
@@ -56,8 +61,10 @@ from nerfpipe.recipes import Recipe, default_recipe_name, dump_recipe, has_overr
 from nerfpipe.stages import colmap_source, undistort
 
 VERSION = "1"
-EVAL_VERSION = "3"
-"""3: the training views' PSNR and the verdict (metrics.json)."""
+EVAL_VERSION = "4"
+"""3: the training views' PSNR and the verdict (metrics.json); 4: the depth figures against the sparse points."""
+DEPTH_HIT_OPACITY = 0.5
+"""A ray of the depth figure that is less opaque than this hit nothing (as in the depth video)."""
 LPIPS_KIND = "AlexNet, linear layers v0.1 (shipped with nerfpipe)"
 RECIPE_FILE = "recipe.toml"
 DATASET_FILE = "dataset.json"
@@ -457,7 +464,7 @@ def _newest_checkpoint_loads(folder: Path) -> bool:
     return True
 
 
-def _find_run(scene: Path, run: str | None) -> str:
+def find_run(scene: Path, run: str | None) -> str:
     runs_root = Path(scene) / scene_layout.RUNS
     names = sorted(p.name for p in runs_root.iterdir()
                    if (p / RECIPE_FILE).exists() and not OLD_RUN.search(p.name)) if runs_root.is_dir() else []
@@ -482,9 +489,9 @@ def load_run(scene: Path, run_name: str | None, device: torch.device | str = "cp
     (N, 2) in the normalised world, i_train/i_test, the normalisation steps and the scene box; see
     :meth:`nerfpipe.datasets.base.SceneData.meta` and :func:`nerfpipe.datasets.base.make_rays`.
     """
-    run_name = _find_run(scene, run_name)
+    run_name = find_run(scene, run_name)
     folder = run_dir(scene, run_name)
-    recipe = load_recipe(str(folder / RECIPE_FILE))  # _find_run named a run that has one
+    recipe = load_recipe(str(folder / RECIPE_FILE))  # find_run named a run that has one
     meta = _read_json(folder / DATASET_FILE)
     if meta is None or not isinstance(meta.get("scene_box"), dict):
         raise NerfpipeError(f"{folder / DATASET_FILE} is missing or unreadable: run `nerfpipe train --fresh` to train "
@@ -511,7 +518,7 @@ def run_eval(params: EvalParams, reporter: Reporter | None = None) -> StageResul
     """Render the held-out views of a run and score them (cached as stage ``eval-<run>``)."""
     reporter = reporter or Reporter()
     scene = Path(params.scene)
-    run_name = _find_run(scene, params.run)
+    run_name = find_run(scene, params.run)
     folder = run_dir(scene, run_name)
     rel = folder.relative_to(scene).as_posix()
     spec = StageSpec(
@@ -527,12 +534,13 @@ def run_eval(params: EvalParams, reporter: Reporter | None = None) -> StageResul
         model, recipe, meta = load_run(scene, run_name, device, reporter)
         source = detect_source(scene, recipe, reporter)
         data = load_scene(scene, recipe, source, reporter)
+        truth = sparse_depth_truth(scene, data) if source.kind == "nerfpipe" else {}
         test_dir = out / rel / TEST_DIR
         test_dir.mkdir(parents=True)
         events = trainer_mod.Events(folder)  # held-out renders beside the training curves in TensorBoard
         try:
             result = evaluate(model, data, test_dir, device=device, chunk=params.chunk, reporter=reporter,
-                              on_view=lambda name, rgb, target: events.images(
+                              depth_truth=truth, on_view=lambda name, rgb, target: events.images(
                                   meta["step"], {f"heldout/{name}": torch.cat([rgb, target.to(rgb)], dim=1)}))
         finally:
             events.close()
@@ -543,10 +551,63 @@ def run_eval(params: EvalParams, reporter: Reporter | None = None) -> StageResul
     return run_stage(scene, spec, body, force=params.force, reporter=reporter)
 
 
+def sparse_depth_truth(scene: Path, data: SceneData) -> dict[int, np.ndarray]:
+    """{held-out view index: (P, 3) the sparse points its photo sees, in the run's normalised world} of a
+    nerfpipe scene (the held-out photos are registered, only left out of training); {} without a model."""
+    model_dir = Path(scene) / scene_layout.COLMAP / "sparse" / "0"
+    posed = (load_manifest(scene, "poses") or {}).get("result") or {}
+    if not model_dir.is_dir() or not posed.get("stems"):
+        return {}
+    try:
+        sparse = colmap.read_sparse_model(model_dir)
+    except (RuntimeError, ValueError, OSError):
+        raise NerfpipeError(f"{model_dir} cannot be read: run `nerfpipe poses {scene} --force` to redo it.") from None
+    stem_of = dict(zip(posed["images"], posed["stems"]))
+    row_of = {stem_of.get(name, Path(name).stem): row for row, name in enumerate(sparse.names)}
+    seen: list[list[int]] = [[] for _ in sparse.names]
+    for p, rows in enumerate(sparse.point_images):
+        for row in rows:
+            seen[row].append(p)
+    truth = {}
+    for i in data.i_test:
+        row = row_of.get(Path(data.names[i]).stem)
+        if row is None or not seen[row]:
+            continue
+        points = sparse.points[seen[row]]
+        for step in data.steps:
+            points = apply_to_points(points, step)
+        truth[i] = points
+    return truth
+
+
+def view_depth(model: Model, data: SceneData, index: int, points: np.ndarray, chunk: int | None = None) -> dict:
+    """The rendered depth of view ``index`` against the depth of ``points`` (P, 3) (normalised world) in
+    its camera: the ray through each point's pixel, depth of what it hit (depth / opacity), both as
+    distance along the camera's axis; see :func:`nerfpipe.nerf.metrics.depth_agreement`."""
+    c2w = data.c2w[index].double()
+    rot, centre = c2w[:3, :3], c2w[:3, 3]
+    x, y, depth = camera_pixels((torch.from_numpy(np.asarray(points, dtype=np.float64)) - centre) @ rot,
+                                data.height, data.width, data.focal)
+    keep = (depth > 0) & (x >= 0) & (x <= data.width - 1) & (y >= 0) & (y <= data.height - 1)
+    n = int(keep.sum())
+    if n == 0:
+        return depth_agreement(torch.zeros(0), torch.zeros(0))
+    rays = data.rays(torch.full((n,), index, dtype=torch.long), x[keep].float(), y[keep].float())
+    out = render_image(model, rays, chunk)
+    hit = (out.acc >= DEPTH_HIT_OPACITY).cpu()
+    t = (out.depth / out.acc.clamp_min(1e-6)).cpu()
+    pts = (rays.origins + t[:, None] * rays.directions).double()
+    if data.ndc:
+        pts = world_point(data.height, data.width, data.focal, NDC_NEAR, pts)
+    rendered = -((pts - centre) @ rot)[:, 2]
+    return depth_agreement(torch.where(hit, rendered, torch.nan), depth[keep])
+
+
 def evaluate(model: Model, data: SceneData, test_dir: Path, *, device: torch.device, chunk: int | None = None,
-             reporter: Reporter | None = None, on_view=None) -> dict:
+             reporter: Reporter | None = None, depth_truth: dict[int, np.ndarray] | None = None, on_view=None) -> dict:
     """Render each held-out view to ``test_dir/<index>_<name>.png`` and score it against the photo;
-    ``on_view(name, rgb, target)`` (both (H, W, 3) in [0, 1]) gets each view as it is done."""
+    with ``depth_truth`` ({view index: (P, 3) points in the normalised world}) also its depth
+    (:func:`view_depth`). ``on_view(name, rgb, target)`` (both (H, W, 3) in [0, 1]) gets each view as it is done."""
     reporter = reporter or Reporter()
     lpips = Lpips(device)
     chunk = chunk or chunk_size(model, device)
@@ -565,6 +626,8 @@ def evaluate(model: Model, data: SceneData, test_dir: Path, *, device: torch.dev
                 on_view(Path(name).stem, rgb, target)
             view = {"index": i, "name": data.names[i], "file": name, "psnr": round(psnr(rgb, target), 4),
                     "ssim": round(ssim(rgb, target), 5), "lpips": round(lpips(rgb, target), 5)}
+            if depth_truth and i in depth_truth:
+                view.update(view_depth(model, data, i, depth_truth[i], chunk))
             views.append(view)
         train_views = []
         for i in train_indices:
@@ -573,6 +636,11 @@ def evaluate(model: Model, data: SceneData, test_dir: Path, *, device: torch.dev
             train_views.append({"index": i, "name": data.names[i], "psnr": round(psnr(rgb, data.images[i]), 4)})
     seconds = time.perf_counter() - t0
     mean = {k: round(float(np.mean([v[k] for v in views])), 5) for k in ("psnr", "ssim", "lpips") if views and k in views[0]}
+    scored = [v for v in views if v.get("depth_points")]
+    if scored:  # per view, then the mean of the views (the points summed)
+        mean.update({k: round(float(np.mean([v[k] for v in scored])), 5)
+                     for k in ("depth_rel_error_median", "depth_within_2pct", "depth_within_5pct")})
+        mean["depth_points"] = int(sum(v["depth_points"] for v in scored))
     train_psnr = round(float(np.mean([v["psnr"] for v in train_views])), 4) if train_views else None
     return {
         "views": views,

@@ -68,6 +68,10 @@ class DataConfig:
     """An object photographed all around on white (photos cut out on white; set by train for such scenes):
     the scene box is the box of the sparse points instead of a sphere around everything, rays end on white."""
 
+    undistort: bool = True
+    """A nerfpipe scene whose SfM camera has lens distortion (SIMPLE_RADIAL k1 != 0) trains on its photos
+    undistorted onto a pinhole camera (``images_undistorted_<k>/``); false: on ``images_<k>/`` as if
+    they were pinhole (what nerfpipe did before; for comparison)."""
     BOUNDS: ClassVar[dict[str, str]] = {"factor": ">= 1", "llffhold": ">= 0", "bd_factor": "> 0"}
     """Allowed values (see :func:`_check_bound`)."""
 

@@ -115,6 +115,32 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_lego):
     assert fresh.train.result["steps"] == 3
 
 
+def test_a_run_from_before_a_recipe_key_existed_goes_on(tiny_lego):
+    """A finished run whose recipe lacks a key that a later nerfpipe added (as data.undistort was) is not
+    "another recipe" while the key keeps its default: train goes on from it (no step redone); set to
+    another value, it is another recipe."""
+    args = ("iters=4", "checkpoint_every=100", "log_every=2")
+    stage.run(_params(tiny_lego, *args, run="older", evaluate=False))
+    state_path = tiny_lego / "runs" / "older" / "state.json"
+    state = json.loads(state_path.read_text())
+    del state["recipe"]["data"]["undistort"]
+    state_path.write_text(json.dumps(state))
+    manifest = tiny_lego / ".nerfpipe" / "train-older.json"
+    m = json.loads(manifest.read_text())
+    del m["params"]["recipe"]["data"]["undistort"]
+    m["fingerprint"] = "0" * len(m["fingerprint"])  # the old spec, without the key, had another fingerprint
+    manifest.write_text(json.dumps(m))
+    rep = RecordingReporter()
+    again = stage.run(_params(tiny_lego, *args, run="older", evaluate=False), rep)
+    assert again.train.ran and again.train.result["steps"] == 4 and again.train.result["steps_this_session"] == 0
+    assert any("from step 4" in s for s in rep.infos)
+    state = json.loads(state_path.read_text())
+    del state["recipe"]["data"]["undistort"]
+    state_path.write_text(json.dumps(state))
+    with pytest.raises(NerfpipeError, match="another recipe .*data.undistort None -> False"):
+        stage.run(_params(tiny_lego, *args, "data.undistort=false", run="older", evaluate=False))
+
+
 def test_llff_ndc_training_lowers_loss(tiny_fern):
     params = stage.TrainParams(scene=tiny_fern, recipe="llff", run="f", device="cpu", evaluate=False, tf32=True,
                                overrides=TINY + ("factor=16", "iters=60", "log_every=10"))

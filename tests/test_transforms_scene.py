@@ -215,6 +215,12 @@ def test_own_scene_with_lens_distortion_trains_on_undistorted_images(fern_posed)
     assert data.focal == pytest.approx(prepared["focal"]) and [data.width, data.height] == prepared["size"]
     poses_llff, _ = read_poses_bounds(scene / "poses_bounds.npy")
     assert data.c2w.shape[0] == poses_llff.shape[0] == 20
+    as_before = load_recipe("fast", ["data.factor=8", "data.undistort=false"])  # as if pinhole, for comparison
+    plain_source = train.detect_source(scene, as_before)
+    assert not plain_source.undistort
+    plain_data = train.load_scene(scene, as_before, plain_source, RecordingReporter())
+    assert plain_data.source["images"] == "images_8" and not plain_data.source["undistorted"]
+    assert plain_data.focal == pytest.approx(poses_llff[0, 2, 4] / 8)
 
     # the pixels: OpenCV undistorts the full-resolution photo onto the same pinhole camera
     (w, h), f = prepared["full_size"], prepared["full_focal"]

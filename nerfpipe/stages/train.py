@@ -27,6 +27,7 @@ held-out photo sees (``colmap/sparse/0``) against the rendered depth at their pi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -143,7 +144,8 @@ def detect_source(scene: Path, recipe: Recipe, reporter: Reporter | None = None)
         names = poses.get("result", {}).get("images")
         if not names:
             raise NerfpipeError(f"The poses manifest of {scene} lists no images: run `nerfpipe poses --scene {scene}` again.")
-        return Source("nerfpipe", ("poses",), (), [Path(n).stem for n in names], undistort=has_distortion(scene))
+        return Source("nerfpipe", ("poses",), (), [Path(n).stem for n in names],
+                      undistort=recipe.data.undistort and has_distortion(scene))
     if colmap_source.is_colmap_folder(scene):  # sparse/0 + images/: its transforms.json, kept up to date
         colmap_source.run(scene, reporter)
         frames = read_frames(scene / scene_layout.TRANSFORMS)
@@ -266,12 +268,24 @@ def _data_key(scene: Path, source: Source, previous: dict | None) -> str:
     return hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(), digest_size=12).hexdigest()
 
 
-def _recipe_differences(old: dict, new: dict) -> list[str]:
+def recipe_defaults(recipe: Recipe) -> dict:
+    """The default of every key of ``recipe``'s tables, shaped as :meth:`Recipe.to_dict`."""
+    blank = dataclasses.replace(recipe, data=type(recipe.data)(), training=type(recipe.training)(),
+                                model_config=type(recipe.model_config)())
+    return blank.to_dict()
+
+
+def _recipe_differences(old: dict, new: dict, defaults: dict | None = None) -> list[str]:
+    """What changed between two recipes (:meth:`Recipe.to_dict`); a key the old recipe lacks (it was added to
+    nerfpipe after that run) counts only when the new value is not the key's default (``defaults``, same shape)."""
     diffs = []
+    defaults = defaults or {}
     for table in sorted(set(old) | set(new)):
         a, b = old.get(table), new.get(table)
         if isinstance(a, dict) and isinstance(b, dict):
             for key in sorted(set(a) | set(b)):
+                if key not in a and key in defaults.get(table, {}) and b.get(key) == defaults[table][key]:
+                    continue
                 if a.get(key) != b.get(key) and (table, key) not in RESUMABLE_KEYS:
                     diffs.append(f"{table}.{key} {a.get(key)!r} -> {b.get(key)!r}")
         elif a != b:
@@ -306,7 +320,7 @@ def _resume_point(folder: Path, recipe: Recipe, data_key: str, params: TrainPara
         reporter.warn(f"The images or cameras changed since {folder} was trained: moved it to {aside} and started "
                       "that run over.")
         return None
-    diffs = _recipe_differences(state.get("recipe", {}), recipe.to_dict())
+    diffs = _recipe_differences(state.get("recipe", {}), recipe.to_dict(), recipe_defaults(recipe))
     if diffs:
         raise NerfpipeError(
             f"{folder} was trained with another recipe ({'; '.join(diffs[:3])}): pass --fresh to start it over, "

@@ -201,6 +201,9 @@ def run_field(params: FieldExportParams, reporter: Reporter | None = None) -> St
     if params.resolution < 8:
         raise NerfpipeError(f"A mesh resolution of {params.resolution} is too coarse: use 8 or more, such as 256.")
     run_name = train.find_run(scene, params.run)
+    if run_name in CAMERA_OUTPUTS:
+        raise NerfpipeError(f"A run named {run_name!r} would export into exports/{run_name}/, which holds the camera "
+                            "export of that name: train it again under another --run name to export it.")
     device = pick_device(params.device)
     rel = f"{EXPORTS}/{run_name}"
     spec = StageSpec(name=f"export-{run_name}", version=FIELD_VERSION, upstream=[f"train-{run_name}"],

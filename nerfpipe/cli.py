@@ -354,9 +354,10 @@ def export(
     trained run exports/RUN/mesh.ply (marching cubes over its density) and exports/RUN/depth_points.ply."""
     from nerfpipe.cache import load_manifest
     from nerfpipe.stages import export as stage
+    from nerfpipe.stages.train import run_names
 
     scene = _one_scene(scene_arg, scene_opt)
-    trained = run is not None or any((scene / "runs").glob("*/recipe.toml"))
+    trained = run is not None or bool(run_names(scene))
     if load_manifest(scene, "poses") is not None or not trained:
         res = stage.run(stage.ExportParams(scene=scene, force=force), RichReporter())
         r = res.result

@@ -374,23 +374,25 @@ class FastModel(Model):
 
     @torch.no_grad()
     def field_at(self, points: Tensor, viewdirs: Tensor) -> tuple[Tensor, Tensor]:
-        lo, hi = self.aabb[0], self.aabb[1]
-        centre, half = (lo + hi) / 2, (hi - lo) / 2
-        x = (points - centre) / half
-        if self.box.kind == "unbounded":
-            x, inside = contract(x) / 2.0, torch.ones_like(x[:, 0], dtype=torch.bool)
-        else:
-            inside = (x.abs() <= 1.0).all(-1)
+        x = self.to_field(points)
+        inside = torch.ones_like(x[:, 0], dtype=torch.bool) if self.box.kind == "unbounded" else (x.abs() <= 1.0).all(-1)
         sigma = self.cfg.density_scale * self.field.sigma(x) * inside
         return sigma, self.field.color(x, sh_basis(viewdirs))
 
+    def to_field(self, points: Tensor) -> Tensor:
+        """(..., 3) points in the rays' space -> field coordinates: the box mapped onto [-1, 1]^3, then
+        for unbounded space contracted (mip-NeRF 360) and halved into [-1, 1]^3."""
+        lo, hi = self.aabb[0], self.aabb[1]
+        x = (points - (lo + hi) / 2) / ((hi - lo) / 2)
+        return contract(x) / 2.0 if self.box.kind == "unbounded" else x
+
     def field_points(self, rays: RayBundle, t: Tensor) -> Tensor:
         """(R*s, 3) field coordinates of the samples at t (R, s) along ``rays``."""
-        lo, hi = self.aabb[0], self.aabb[1]
-        centre, half = (lo + hi) / 2, (hi - lo) / 2
         if self.box.kind == "unbounded":
             pts = rays.origins[:, None, :] + t[..., None] * rays.directions[:, None, :]
-            return contract((pts - centre) / half).reshape(-1, 3) / 2.0
+            return self.to_field(pts).reshape(-1, 3)
+        lo, hi = self.aabb[0], self.aabb[1]
+        centre, half = (lo + hi) / 2, (hi - lo) / 2
         o, d = (rays.origins - centre) / half, rays.directions / half  # the box is mapped linearly: map the rays once
         return torch.addcmul(o[:, None, :], t[..., None], d[:, None, :]).reshape(-1, 3)
 

@@ -120,7 +120,7 @@ def extract_mesh(model: Model, grid: np.ndarray, lo, hi, level: float,
     pts = torch.from_numpy(verts.astype(np.float32))
     colors = [model.field_at(p.to(device), d.to(device))[1].cpu()
               for p, d in zip(pts.split(POINTS_PER_CHUNK), dirs.split(POINTS_PER_CHUNK))]
-    rgb = (torch.cat(colors).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8) if colors else np.zeros((0, 3), np.uint8)
+    rgb = (torch.cat(colors).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
     return Mesh(verts, faces.astype(np.int32), rgb)
 
 

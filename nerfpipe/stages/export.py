@@ -187,12 +187,13 @@ def lattice_box(meta: dict) -> tuple[tuple[float, ...], tuple[float, ...]]:
 def run_field(params: FieldExportParams, reporter: Reporter | None = None) -> StageResult:
     """Write (or find up to date) ``exports/<run>/``: the mesh and the points from depth of a trained run."""
     import torch
+    from scipy.spatial import cKDTree
 
     from nerfpipe.cameras.normalize import Normalization, apply_to_points, undo_on_points
     from nerfpipe.cameras.rays import ndc_point, world_point
     from nerfpipe.datasets.base import make_rays
     from nerfpipe.nerf.geometry import density_grid, depth_points, extract_mesh, points_level, surface_level
-    from nerfpipe.nerf.models import render_image
+    from nerfpipe.nerf.models import Model, render_image
     from nerfpipe.nerf.trainer import pick_device
     from nerfpipe.stages import train
 
@@ -210,7 +211,10 @@ def run_field(params: FieldExportParams, reporter: Reporter | None = None) -> St
                      params={"resolution": params.resolution}, outputs=[rel])
 
     def body(out: Path) -> dict:
-        model, _recipe, meta = train.load_run(scene, run_name, device, reporter)
+        model, recipe, meta = train.load_run(scene, run_name, device, reporter)
+        if type(model).field_at is Model.field_at:
+            raise NerfpipeError(f"Run {run_name}'s model ({recipe.model}) cannot be read at points, so it gives no mesh: "
+                                "export a run of the fast or the paper recipe.")
         steps = [Normalization.from_dict(d) for d in meta["normalization"]]
         ndc = bool(meta["ndc"])
         h, w, focal = int(meta["height"]), int(meta["width"]), float(meta["focal"])
@@ -222,11 +226,11 @@ def run_field(params: FieldExportParams, reporter: Reporter | None = None) -> St
 
         c2w = np.asarray(meta["c2w"], dtype=np.float64)
         centres = c2w[meta["i_train"], :3, 3]
+        cameras = cKDTree(centres)
 
         def view_from(verts: np.ndarray) -> np.ndarray:  # from the nearest training camera towards the vertex
             world = to_normalised(verts)
-            nearest = centres[np.argmin(((world[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)]
-            d = world - nearest
+            d = world - centres[cameras.query(world)[1]]
             return d / np.maximum(np.linalg.norm(d, axis=-1, keepdims=True), 1e-12)
 
         folder = out / rel
@@ -234,7 +238,7 @@ def run_field(params: FieldExportParams, reporter: Reporter | None = None) -> St
         lo, hi = lattice_box(meta)
         with reporter.task("mesh: density lattice", total=params.resolution, unit="slabs") as task:
             grid = density_grid(model, lo, hi, params.resolution, on_slab=task.advance)
-        points = train.sparse_points(scene) if (scene / scene_layout.COLMAP / "sparse" / "0").is_dir() else None
+        points = train.sparse_points(scene)
         level, level_from = None, "box"
         if points is not None:
             for step in steps:

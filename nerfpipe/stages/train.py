@@ -383,8 +383,7 @@ def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
     spec = StageSpec(
         name=f"train-{run_name}",
         version=VERSION,
-        params={"recipe": recipe.to_dict(), "source": source.kind, "scene_type": scene_kind,
-                **({"undistorted": True} if source.undistort else {})},
+        params={"recipe": recipe.to_dict(), "source": source.kind, "scene_type": scene_kind},
         inputs=source.inputs,
         upstream=source.upstream,
         outputs=[rel],
@@ -478,10 +477,17 @@ def _newest_checkpoint_loads(folder: Path) -> bool:
     return True
 
 
+def run_names(scene: Path) -> list[str]:
+    """The runs in ``runs/`` (folders with a recipe), sorted; runs set aside (``<run>.old-<n>``) are not."""
+    runs_root = Path(scene) / scene_layout.RUNS
+    if not runs_root.is_dir():
+        return []
+    return sorted(p.name for p in runs_root.iterdir() if (p / RECIPE_FILE).exists() and not OLD_RUN.search(p.name))
+
+
 def find_run(scene: Path, run: str | None) -> str:
     runs_root = Path(scene) / scene_layout.RUNS
-    names = sorted(p.name for p in runs_root.iterdir()
-                   if (p / RECIPE_FILE).exists() and not OLD_RUN.search(p.name)) if runs_root.is_dir() else []
+    names = run_names(scene)
     if run:
         if run not in names:
             known = f" (runs there: {', '.join(names)})" if names else ""

@@ -25,6 +25,7 @@ stage; a second process waits for it, saying so, and then finds the stage up to 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -80,10 +81,20 @@ class StageResult:
     ran: bool
     """False when the stage was up to date and nothing ran."""
     manifest: dict
+    kind: Any = None
+    """The stage's result type (a class with ``from_dict``, see ``stages.results``), or None."""
 
     @property
     def result(self) -> dict:
+        """The result as the manifest holds it (JSON)."""
         return self.manifest.get("result", {})
+
+    @property
+    def value(self) -> Any:
+        """The result as its type (``kind.from_dict``)."""
+        if self.kind is None:
+            raise TypeError(f"the {self.name} stage did not name its result type")
+        return self.kind.from_dict(self.result)
 
     @property
     def seconds(self) -> float:
@@ -126,7 +137,7 @@ def stage_command(name: str, scene: Path | str = ".", redo: bool = False) -> str
     if base in ("train", "undistort"):
         run = f" --run {rest}" if base == "train" and rest else ""
         return f"nerfpipe train {scene}{run}" + (" --fresh" if redo else "")
-    if base in ("eval", "render") and rest:
+    if base in ("eval", "render", "export") and rest:
         return f"nerfpipe {base} {scene} --run {rest}" + (" --force" if redo else "")
     return f"nerfpipe {name} {scene}" + (" --force" if redo else "")
 
@@ -346,15 +357,22 @@ def _sign_lock(scene: Path) -> None:
 def run_stage(
     scene: Path,
     spec: StageSpec,
-    body: Callable[[Path], dict],
+    body: Callable[[Path], Any],
     *,
     force: bool = False,
     reporter: Reporter | None = None,
+    result_type: Any = None,
 ) -> StageResult:
-    """:func:`_run_stage` under the scene's lock (see :func:`scene_lock`)."""
+    """:func:`_run_stage` under the scene's lock (see :func:`scene_lock`). ``body`` returns a JSON-able
+    dict or a record with ``to_dict`` (then ``result_type``, its class, types ``StageResult.value``)."""
     require_folder(Path(scene), "The scene folder", "create it or pass another --scene")
     with scene_lock(scene, reporter):
-        return _run_stage(Path(scene), spec, body, force=force)
+        res = _run_stage(Path(scene), spec, body, force=force)
+    return dataclasses.replace(res, kind=result_type)
+
+
+def _json_result(result: Any) -> dict:
+    return result.to_dict() if hasattr(result, "to_dict") else result
 
 
 def _run_stage(
@@ -391,7 +409,7 @@ def _run_stage(
         work = tmp_root / f"{spec.name}-{uuid.uuid4().hex[:8]}"
         work.mkdir(parents=True)
         try:
-            result = body(work)
+            result = _json_result(body(work))
             missing = [rel for rel in spec.outputs if not (work / rel).exists()]
             if missing:
                 raise RuntimeError(f"stage {spec.name} did not write {missing}")
@@ -414,7 +432,7 @@ def _run_stage(
     else:
         if mpath.exists():
             mpath.unlink()
-        result = body(scene)
+        result = _json_result(body(scene))
         if previous:
             for rel in set(previous.get("outputs", {})) - set(spec.outputs):
                 _remove(scene / rel)

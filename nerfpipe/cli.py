@@ -108,19 +108,19 @@ def ingest(
     params = stage.IngestParams(photos=photos, scene=scene, factors=_int_list(factors, "--factors"), frames=frames,
                                 force=force, masks=masks)
     res = stage.run(params, RichReporter())
-    r = res.result
+    r = res.value
     if not res.ran:
-        CONSOLE.print(f"ingest is up to date: {len(r['images'])} photos in {scene / 'images'} (nothing to do).")
+        CONSOLE.print(f"ingest is up to date: {len(r.images)} photos in {scene / 'images'} (nothing to do).")
         return
     table = Table(title=None, show_header=True, header_style="bold")
     table.add_column("folder")
     table.add_column("size")
     table.add_column("images", justify="right")
-    for folder, size in r["sizes"].items():
-        table.add_row(str(scene / folder), _size(size), str(len(r["images"])))
+    for folder, size in r.sizes.items():
+        table.add_row(str(scene / folder), _size(size), str(len(r.images)))
     CONSOLE.print(table)
     CONSOLE.print(
-        f"ingest: {len(r['images'])} photos used, {len(r['skipped'])} skipped, {res.seconds:.1f} s."
+        f"ingest: {len(r.images)} photos used, {len(r.skipped)} skipped, {res.seconds:.1f} s."
     )
 
 
@@ -148,25 +148,25 @@ def poses(
         **({"threads": threads} if threads else {}),
     )
     res = stage.run(params, RichReporter(verbose=verbose))
-    r = res.result
+    r = res.value
     if not res.ran:
         CONSOLE.print(
-            f"poses is up to date: {r['registered']} of {r['photos']} photos registered in {scene} (nothing to do)."
+            f"poses is up to date: {r.registered} of {r.photos} photos registered in {scene} (nothing to do)."
         )
         _report_summary(scene)
         return
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("registered", f"{r['registered']} of {r['photos']} photos")
-    if r["unregistered"]:
-        table.add_row("not registered", ", ".join(r["unregistered"]))
-    table.add_row("3D points", f"{r['points3D']} ({r['observations']} observations)")
-    w, h = r["reprojection_error_pixels_of"]
-    table.add_row("reprojection error", f"{r['mean_reprojection_error_px']:.3f} px (mean, {w}x{h} SfM copy)")
-    table.add_row("focal", f"{r['hwf'][2]:.1f} px for {r['hwf'][1]:.0f}x{r['hwf'][0]:.0f} images/")
-    table.add_row("matching", f"{r['matcher']}, {r['verified_pairs']} of {r['pairs']} pairs verified")
-    table.add_row("time", ", ".join(f"{k} {v:.1f} s" for k, v in r["seconds"].items()) + f" (stage {res.seconds:.1f} s)")
+    table.add_row("registered", f"{r.registered} of {r.photos} photos")
+    if r.unregistered:
+        table.add_row("not registered", ", ".join(r.unregistered))
+    table.add_row("3D points", f"{r.points3D} ({r.observations} observations)")
+    w, h = r.reprojection_error_pixels_of
+    table.add_row("reprojection error", f"{r.mean_reprojection_error_px:.3f} px (mean, {w}x{h} SfM copy)")
+    table.add_row("focal", f"{r.focal:.1f} px for {r.width}x{r.height} images/")
+    table.add_row("matching", f"{r.matcher}, {r.verified_pairs} of {r.pairs} pairs verified")
+    table.add_row("time", ", ".join(f"{k} {v:.1f} s" for k, v in r.seconds.items()) + f" (stage {res.seconds:.1f} s)")
     table.add_row("written", ", ".join(str(scene / p) for p in stage.OUTPUTS))
     CONSOLE.print(table)
     _report_summary(scene)
@@ -189,8 +189,8 @@ def _report_summary(scene: Path) -> None:
     """After poses: the capture report's sentences and files (the per-photo table is `nerfpipe report`)."""
     from nerfpipe.stages import report
 
-    r = report.run(report.ReportParams(scene=scene), RichReporter()).result
-    _print_report(scene, r["sentences"], r["problems"])
+    r = report.run(report.ReportParams(scene=scene), RichReporter()).value
+    _print_report(scene, r.sentences, r.problems)
 
 
 @app.command()
@@ -263,15 +263,15 @@ def train(
         run=run, fresh=fresh, device=device, evaluate=not no_eval, scene_type=scene_type, tf32=tf32,
     )
     outcome = stage.run(params, RichReporter())
-    r = outcome.train.result
-    where = scene / r["run_dir"]
+    r = outcome.train.value
+    where = scene / r.run_dir
     if not outcome.train.ran:
-        CONSOLE.print(f"train is up to date: {where} has {r['steps']} steps (nothing to do; --fresh starts over).")
+        CONSOLE.print(f"train is up to date: {where} has {r.steps} steps (nothing to do; --fresh starts over).")
     else:
-        last = r.get("last") or {}
+        last = r.last or {}
         psnr = f", training PSNR {last['psnr']:.2f} dB" if last.get("psnr") is not None else ""
         CONSOLE.print(
-            f"train: {where} at step {r['steps']} ({r['stopped']} reached), {r['s_per_it']:.3g} s/it on {r['device']}{psnr}."
+            f"train: {where} at step {r.steps} ({r.stopped} reached), {r.s_per_it:.3g} s/it on {r.device}{psnr}."
         )
     if outcome.eval is not None:
         _print_eval(scene, outcome.eval)
@@ -287,14 +287,13 @@ def _check_scene_type(scene_type: str | None) -> None:
 
 
 def _print_eval(scene: Path, res) -> None:
-    r = res.result
-    mean = r.get("mean", {})
-    parts = [f"{k.upper()} {v:.4g}" for k, v in mean.items()]
-    state = "up to date" if not res.ran else f"{r['count']} held-out views, {r['s_per_view']:.1f} s/view"
-    said = r.get("verdict")
-    verdict = f"; training views {said['train_psnr']:.2f} dB, verdict {said['result']}" if said else ""
+    r = res.value
+    parts = [f"{k.upper()} {v:.4g}" for k, v in r.mean.items()]
+    state = "up to date" if not res.ran else f"{r.count} held-out views, {r.s_per_view:.1f} s/view"
+    said = r.verdict
+    verdict = f"; training views {said.train_psnr:.2f} dB, verdict {said.result}" if said else ""
     CONSOLE.print(f"eval ({state}): {', '.join(parts) or 'no held-out views'}{verdict} -> "
-                  f"{scene / 'runs' / r['run'] / 'metrics.json'}")
+                  f"{scene / 'runs' / r.run / 'metrics.json'}")
 
 
 @app.command(name="eval")
@@ -331,11 +330,11 @@ def render(
     params = stage.RenderParams(scene=scene, run=run, factor=factor, frames=frames, fps=fps, frames_dir=frames_dir,
                                 device=device, force=force)
     res = stage.run(params, RichReporter())
-    r = res.result
-    state = "up to date" if not res.ran else f"{r['seconds_per_frame']:.2f} s/frame on {r['device']}"
+    r = res.value
+    state = "up to date" if not res.ran else f"{r.seconds_per_frame:.2f} s/frame on {r.device}"
     CONSOLE.print(
-        f"render ({state}): {scene / r['video']} and {scene / r['depth_video']}, "
-        f"{r['frames']} frames {r['size'][0]}x{r['size'][1]} ({r['path']})."
+        f"render ({state}): {scene / r.video} and {scene / r.depth_video}, "
+        f"{r.frames} frames {r.size[0]}x{r.size[1]} ({r.path})."
     )
 
 
@@ -352,27 +351,27 @@ def export(
     """Write exports/ for other tools: the sparse points (sparse_pc.ply), a nerfstudio transforms.json that names
     them, an undistorted PINHOLE COLMAP folder (3D Gaussian Splatting), an instant-ngp transforms.json; and from a
     trained run exports/RUN/mesh.ply (marching cubes over its density) and exports/RUN/depth_points.ply."""
-    from nerfpipe.cache import load_manifest
     from nerfpipe.stages import export as stage
+    from nerfpipe.stages.results import load_result
     from nerfpipe.stages.train import run_names
 
     scene = _one_scene(scene_arg, scene_opt)
     trained = run is not None or bool(run_names(scene))
-    if load_manifest(scene, "poses") is not None or not trained:
+    if load_result(scene, "poses") is not None or not trained:
         res = stage.run(stage.ExportParams(scene=scene, force=force), RichReporter())
-        r = res.result
+        r = res.value
         state = "up to date" if not res.ran else f"{res.seconds:.1f} s"
-        CONSOLE.print(f"export ({state}): {r['points']} points and {r['frames']} cameras in {scene / r['folder']} "
-                      f"(sparse_pc.ply, nerfstudio/, colmap/, instant-ngp/ with aabb_scale {r['aabb_scale']}).")
+        CONSOLE.print(f"export ({state}): {r.points} points and {r.frames} cameras in {scene / r.folder} "
+                      f"(sparse_pc.ply, nerfstudio/, colmap/, instant-ngp/ with aabb_scale {r.aabb_scale}).")
     if trained:
         res = stage.run_field(stage.FieldExportParams(scene=scene, run=run, resolution=resolution, device=device,
                                                       force=force), RichReporter())
-        r = res.result
+        r = res.value
         state = "up to date" if not res.ran else f"{res.seconds:.1f} s"
-        mesh = (f"a mesh of {r['mesh']['vertices']} vertices and {r['mesh']['faces']} faces"
-                if r["mesh"] else "no mesh (no surface)")
-        CONSOLE.print(f"export {r['run']} ({state}): {mesh} and {r['depth_points']['points']} points from the depth "
-                      f"of {r['depth_points']['views']} training views in {scene / r['folder']}.")
+        mesh = (f"a mesh of {r.mesh['vertices']} vertices and {r.mesh['faces']} faces"
+                if r.mesh else "no mesh (no surface)")
+        CONSOLE.print(f"export {r.run} ({state}): {mesh} and {r.depth_points['points']} points from the depth "
+                      f"of {r.depth_points['views']} training views in {scene / r.folder}.")
 
 
 @app.command(name="all")

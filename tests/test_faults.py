@@ -207,7 +207,7 @@ def test_a_damaged_colmap_model_is_a_sentence(tmp_path):
     (scene / "colmap" / "database.db").write_bytes(b"not a database" * 100)
     with pytest.raises(NerfpipeError, match=r"colmap is damaged \(pycolmap cannot read it.*\): run `nerfpipe poses .* "
                                             r"--force`"):
-        report.build(scene, {"images": [], "stems": [], "sizes": {}}, {"images": []})
+        report.read_colmap(scene)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from nerfpipe.cli import app
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.progress import RecordingReporter
 from nerfpipe.stages import ingest, poses
+from nerfpipe.stages.results import load_result
 
 REPO = Path(__file__).resolve().parents[1]
 FERN_PHOTOS = REPO / "examples" / "fern" / "photos"
@@ -237,7 +238,7 @@ def test_cached_unless_parameters_change(mixed):
     scene, res, _ = mixed
     again = poses.run(_params(scene))
     assert not again.ran and again.manifest["fingerprint"] == res.manifest["fingerprint"]
-    ingested = load_manifest(scene, "ingest")["result"]
+    ingested = load_result(scene, "ingest")
     assert is_up_to_date(scene, poses.stage_spec(_params(scene), ingested))
     assert not is_up_to_date(scene, poses.stage_spec(_params(scene, seed=1), ingested))
     assert not is_up_to_date(scene, poses.stage_spec(_params(scene, camera="per_image"), ingested))

@@ -25,6 +25,7 @@ from nerfpipe.photos import object_mask, read_photo
 from nerfpipe.progress import RecordingReporter
 from nerfpipe.stages import ingest, poses, report
 from nerfpipe.stages import train as train_stage
+from nerfpipe.stages.results import load_result
 
 REPO = Path(__file__).resolve().parents[1]
 FERN_PHOTOS = REPO / "examples" / "fern" / "photos"
@@ -121,7 +122,7 @@ def test_ingest_of_ordinary_photos_writes_no_masks(tmp_path):
     r = ingest.run(ingest.IngestParams(photos=photos, scene=tmp_path / "s", factors=(8,)), RecordingReporter()).result
     assert r["background"]["kind"] == "photo" and r["background"]["masks"] is None
     assert list((tmp_path / "s" / scene_layout.MASKS).iterdir()) == []
-    assert poses.mask_folder(r) is None
+    assert load_result(tmp_path / "s", "ingest").mask_folder is None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -131,36 +132,36 @@ def test_ingest_of_ordinary_photos_writes_no_masks(tmp_path):
 def test_pose_check_by_hand():
     names = [f"{i}.jpg" for i in range(6)]
     good = {(a, b): (1, 200) for i, a in enumerate(names) for b in names[i + 1 :]}
-    assert poses.pose_check(good, names)["result"] == "consistent"
+    assert poses.pose_check(good, names).result == "consistent"
     one_off = {(a, b): ((190, 200) if "5.jpg" in (a, b) else v) for (a, b), v in good.items()}
     checked = poses.pose_check(one_off, names)
-    assert checked["result"] == "doubtful_photos" and checked["doubtful"] == ["5.jpg"]
-    assert checked["sentence"].startswith("The camera of 5.jpg leaves 95% of its verified matches unexplained")
+    assert checked.result == "doubtful_photos" and checked.doubtful == ["5.jpg"]
+    assert checked.sentence.startswith("The camera of 5.jpg leaves 95% of its verified matches unexplained")
     everywhere = {pair: (60, 200) for pair in good}  # a turntable: a third of every pair's matches disagree
     checked = poses.pose_check(everywhere, names)
-    assert checked["result"] == "inconsistent" and "disagree with 30% of the matches" in checked["sentence"]
+    assert checked.result == "inconsistent" and "disagree with 30% of the matches" in checked.sentence
     wrong = {("0.jpg", "1.jpg"), ("2.jpg", "3.jpg"), ("4.jpg", "5.jpg")}
     wrong_pairs = {pair: ((200, 200) if pair in wrong else v) for pair, v in good.items()}
     checked = poses.pose_check(wrong_pairs, names)  # a few pairs matched wrongly, left out by the mapper: harmless
-    assert checked["result"] == "consistent" and checked["wrong_pairs"] == 3
+    assert checked.result == "consistent" and checked.wrong_pairs == 3
 
 
 def test_pose_check_passes_real_sfm_and_names_cameras_turned_on_purpose(fern_posed):
     scene, res, rep = fern_posed
-    checked = res.result["pose_check"]
-    assert res.result["registered"] == 20
-    assert checked["result"] == "consistent" and checked["unexplained"] < 0.02 and checked["sentence"] is None
+    checked = res.value.pose_check
+    assert res.value.registered == 20
+    assert checked.result == "consistent" and checked.unexplained < 0.02 and checked.sentence is None
     assert not [w for w in rep.warnings if "unexplained" in w]
     names = res.result["images"]
     database = scene / "colmap" / "database.db"
     rec = pycolmap.Reconstruction(scene / "colmap" / "sparse" / "0")  # full-resolution model, SfM-copy keypoints
     again = poses.pose_check(colmap.unexplained_matches(database, rec), names)
-    assert again["unexplained"] == pytest.approx(checked["unexplained"], abs=1e-3)
+    assert again.unexplained == pytest.approx(checked.unexplained, abs=1e-3)
     wrong = {"IMG_4030.jpg", "IMG_4039.jpg"}
     turn_cameras(rec, wrong, 30.0)
     checked = poses.pose_check(colmap.unexplained_matches(database, rec), names)
-    assert checked["result"] == "doubtful_photos" and set(checked["doubtful"]) == wrong, checked
-    assert checked["sentence"].startswith("The cameras of IMG_4030.jpg, IMG_4039.jpg leave ")
+    assert checked.result == "doubtful_photos" and set(checked.doubtful) == wrong, checked
+    assert checked.sentence.startswith("The cameras of IMG_4030.jpg, IMG_4039.jpg leave ")
     # the capture report says it too, and colours them
     problems = report.pose_problems(
         [report.PhotoStats(number=i + 1, name=n, sharpness=1, relative_sharpness=1, mean_luminance=0.5,
@@ -243,8 +244,8 @@ def test_ingest_takes_the_users_masks_for_photos_with_a_background(tmp_path):
         mask[200:500, 300 + 20 * i : 700] = 255
         cv2.imwrite(str(masks / f"{Path(name).stem}.png"), mask)
     rep = RecordingReporter()
-    r = ingest.run(ingest.IngestParams(photos=photos, scene=tmp_path / "s", factors=(8,), masks=masks), rep).result
-    assert r["background"]["kind"] == "masked" and poses.mask_folder(r) == "masks"
+    r = ingest.run(ingest.IngestParams(photos=photos, scene=tmp_path / "s", factors=(8,), masks=masks), rep).value
+    assert r.background_kind == "masked" and r.mask_folder == "masks"
     kept = cv2.imread(str(tmp_path / "s" / "masks" / "IMG_4027.png"), cv2.IMREAD_GRAYSCALE)
     assert kept.shape == (756, 1008) and kept[300, 500] == 255 and kept[100, 100] == 0
     # a photo without its mask is skipped with a sentence; none with a mask, or the output folder: a stop

@@ -103,7 +103,7 @@ def _stages(photos: Path, scene: Path, factor: int, minutes: float, masks: Path 
             "seconds": {"ingest": round(t1 - t0, 1), "poses": round(t2 - t1, 1), "train_eval": round(t3 - t2, 1)}}
 
 
-def _pose_check(scene: Path, names: list[str]) -> dict:
+def _pose_check(scene: Path, names: list[str]):
     """The poses stage's check of the scene's model, with today's thresholds (a cached SfM keeps the check it
     was made with)."""
     import pycolmap
@@ -129,7 +129,7 @@ def _figures(done: dict, ours_llff: np.ndarray | None, ref_llff: np.ndarray | No
         "background": (done["ingest"].get("background") or {}).get("kind"),
         "registered": posed["registered"], "photos": posed["photos"], "matcher": posed["matcher"],
         "masks_for_sfm": posed.get("masks") is not None,
-        "pose_check": {k: check.get(k) for k in POSE_CHECK_FIGURES},
+        "pose_check": {k: getattr(check, k) for k in POSE_CHECK_FIGURES},
         "scene_type": outcome.train.result.get("scene_type"),
         "scene_box": outcome.train.result.get("scene_box", {}).get("kind"),
         "white_background": outcome.train.result.get("scene_box", {}).get("white_background"),
@@ -226,8 +226,8 @@ def fern_wrong(data: Path, work: Path, minutes: float) -> dict:
     verdict = ev["verdict"]
     return {
         "turned": sorted(wrong), "degrees": WRONG_DEGREES,
-        "pose_check": {k: check.get(k) for k in POSE_CHECK_FIGURES},
-        "pose_check_names_exactly_the_turned": set(check["doubtful"]) == wrong,
+        "pose_check": {k: getattr(check, k) for k in POSE_CHECK_FIGURES},
+        "pose_check_names_exactly_the_turned": set(check.doubtful) == wrong,
         "steps": outcome.train.result["steps"], "train_psnr": verdict["train_psnr"], "test_psnr": verdict["test_psnr"],
         "gap_db": verdict["gap_db"], "verdict": verdict["result"], "worst_views": verdict["worst_views"],
         "views": {v["name"]: v["psnr"] for v in ev["views"]},

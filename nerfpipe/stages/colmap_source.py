@@ -25,6 +25,7 @@ from nerfpipe.cameras.bounds import near_far
 from nerfpipe.cameras.conventions import PinholeCamera, gl_from_colmap, write_transforms
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.progress import Reporter
+from nerfpipe.stages.results import ColmapSourceResult
 
 STAGE = "import-colmap"
 VERSION = "1"
@@ -86,4 +87,4 @@ def run(scene: Path, reporter: Reporter | None = None) -> StageResult:
                       f"{rec.cameras[images[model.names[0]].camera_id].model_name} cameras.")
         return {"images": len(model.names), "points": int(len(model.points)), "model": str(folder)}
 
-    return run_stage(scene, spec, body, reporter=reporter)
+    return run_stage(scene, spec, body, reporter=reporter, result_type=ColmapSourceResult)

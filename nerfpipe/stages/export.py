@@ -32,11 +32,12 @@ import numpy as np
 
 from nerfpipe import colmap
 from nerfpipe import scene as scene_layout
-from nerfpipe.cache import StageResult, StageSpec, require_manifest, run_stage
+from nerfpipe.cache import StageResult, StageSpec, run_stage
 from nerfpipe.cameras.conventions import read_transforms, to_homogeneous
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.io import relative_path
 from nerfpipe.progress import Reporter
+from nerfpipe.stages.results import CameraExportResult, FieldExportResult, PosesResult, require_result
 
 VERSION = "2"
 """2: the run exports (``exports/<run>/``) live beside these: each output is named, not the whole folder."""
@@ -118,7 +119,7 @@ def ngp_transform(c2w_gl: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, i
 def run(params: ExportParams, reporter: Reporter | None = None) -> StageResult:
     reporter = reporter or Reporter()
     scene = scene_layout.require_folder(Path(params.scene), "The scene folder", "pass a folder you ran `nerfpipe poses` in")
-    posed = require_manifest(scene, "poses", "`nerfpipe export`")["result"]
+    posed: PosesResult = require_result(scene, "poses", "`nerfpipe export`")
     model_dir = scene / scene_layout.COLMAP / "sparse" / "0"
     spec = StageSpec(name="export", version=VERSION, upstream=["poses"], outputs=[f"{EXPORTS}/{n}" for n in CAMERA_OUTPUTS])
 
@@ -158,9 +159,9 @@ def run(params: ExportParams, reporter: Reporter | None = None) -> StageResult:
         (folder / "instant-ngp").mkdir()
         (folder / "instant-ngp" / "transforms.json").write_text(json.dumps(ngp, indent=2))
         return {"points": int(len(xyz)), "frames": len(ns["frames"]), "aabb_scale": aabb,
-                "registered": posed.get("registered"), "folder": EXPORTS}
+                "registered": posed.registered, "folder": EXPORTS}
 
-    return run_stage(scene, spec, body, force=params.force, reporter=reporter)
+    return run_stage(scene, spec, body, force=params.force, reporter=reporter, result_type=CameraExportResult)
 
 
 @dataclass(frozen=True)
@@ -285,4 +286,4 @@ def run_field(params: FieldExportParams, reporter: Reporter | None = None) -> St
                              "stride": stride},
         }
 
-    return run_stage(scene, spec, body, force=params.force, reporter=reporter)
+    return run_stage(scene, spec, body, force=params.force, reporter=reporter, result_type=FieldExportResult)

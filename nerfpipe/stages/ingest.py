@@ -55,6 +55,7 @@ from nerfpipe.photos import (HEIF_FORMATS, PHOTO_SUFFIXES, UNSUPPORTED_PHOTO_SUF
 from nerfpipe.io import write_png
 from nerfpipe.scene import natural_key
 from nerfpipe.progress import Reporter
+from nerfpipe.stages.results import IngestResult
 
 STAGE = "ingest"
 VERSION = "2"
@@ -347,7 +348,7 @@ def _expand_videos(videos: list[Path], out: Path, params: IngestParams, reporter
 def _ingest_body(photos: Path, candidates: list[Path], videos: list[Path], params: IngestParams, reporter: Reporter):
     factors = params.factors
 
-    def body(out: Path) -> dict:
+    def body(out: Path) -> IngestResult:
         t0 = time.perf_counter()
         for name in scene_layout.output_names(factors):
             (out / name).mkdir(parents=True)
@@ -392,19 +393,19 @@ def _ingest_body(photos: Path, candidates: list[Path], videos: list[Path], param
         done.sort(key=lambda r: natural_key(r["name"]))
         background = (_scene_background(done, out, reporter) if params.masks is None
                       else {"kind": "masked", "cut_out_photos": 0, "masks": scene_layout.MASKS, "from": str(params.masks)})
-        return {
-            "photos_dir": str(photos),
-            "images": [r["name"] for r in done],
-            "stems": [r["stem"] for r in done],
-            "sources": {r["name"]: r["source"] for r in done},
-            "videos": [v.name for v in videos],
-            "frames": {r["name"]: frame_info[r["source"]] for r in done if r["source"] in frame_info},
-            "skipped": [{"file": n, "reason": w} for n, w in skipped],
-            "sizes": sizes,
-            "factors": list(factors),
-            "background": background,
-            "body_seconds": round(time.perf_counter() - t0, 3),
-        }
+        return IngestResult(
+            photos_dir=str(photos),
+            images=[r["name"] for r in done],
+            stems=[r["stem"] for r in done],
+            sources={r["name"]: r["source"] for r in done},
+            videos=[v.name for v in videos],
+            frames={r["name"]: frame_info[r["source"]] for r in done if r["source"] in frame_info},
+            skipped=[{"file": n, "reason": w} for n, w in skipped],
+            sizes=sizes,
+            factors=list(factors),
+            background=background,
+            body_seconds=round(time.perf_counter() - t0, 3),
+        )
 
     return body
 
@@ -459,5 +460,5 @@ def run(params: IngestParams, reporter: Reporter | None = None) -> StageResult:
         outputs=scene_layout.output_names(factors),
     )
     return run_stage(scene, spec, _ingest_body(photos, candidates, videos, params, reporter), force=params.force,
-                     reporter=reporter)
+                     reporter=reporter, result_type=IngestResult)
 

@@ -23,6 +23,7 @@ from nerfpipe.nerf.trainer import pick_device
 from nerfpipe.progress import Reporter
 from nerfpipe.recipes import has_override
 from nerfpipe.stages import ingest, poses, render, report, train
+from nerfpipe.stages.results import EvalResult, IngestResult, PosesResult, ReportResult, TrainResult
 
 TARGET_LONG_SIDE_CPU = 500
 """Training images of about this many pixels on the long side on a CPU (fern: 496x368)."""
@@ -100,9 +101,9 @@ def capture_report(scene: Path, reporter: Reporter) -> StageResult:
     """After poses, before the long training: the capture report's sentences (warnings when they are
     problems) and where its files are."""
     res = report.run(report.ReportParams(scene=scene), reporter)
-    r = res.result
-    for sentence in r["sentences"]:
-        (reporter.warn if r["problems"] else reporter.info)(sentence)
+    r: ReportResult = res.value
+    for sentence in r.sentences:
+        (reporter.warn if r.problems else reporter.info)(sentence)
     reporter.info(f"Capture report: {scene / report.REPORT_JSON} and {scene / report.REPORT_PNG}.")
     return res
 
@@ -119,17 +120,18 @@ def run(params: AllParams, reporter: Reporter | None = None) -> list[StageLine]:
 
     t0 = time.perf_counter()
     res = ingest.run(ingest.IngestParams(photos=photos, scene=scene, factors=factors, masks=params.masks), reporter)
+    ingested: IngestResult = res.value
     lines.append(StageLine("ingest", res.ran, time.perf_counter() - t0,
-                           f"{len(res.result['images'])} photos used, {len(res.result['skipped'])} skipped"))
+                           f"{len(ingested.images)} photos used, {len(ingested.skipped)} skipped"))
 
     t0 = time.perf_counter()
     res = poses.run(poses.PosesParams(scene=scene), reporter)
-    r = poses_result = res.result
+    posed: PosesResult = res.value
     lines.append(StageLine("poses", res.ran, time.perf_counter() - t0,
-                           f"{len(r['images'])} of {len(r['images']) + len(r.get('unregistered', []))} registered"))
+                           f"{posed.registered} of {posed.photos} registered"))
     t0 = time.perf_counter()
     res = capture_report(scene, reporter)
-    problems = res.result["problems"]
+    problems = res.value.problems
     lines.append(StageLine("report", res.ran, time.perf_counter() - t0,
                            f"{problems} problem{'s' if problems != 1 else ''}: see {scene / report.REPORT_PNG}"
                            if problems else "no problem found"))
@@ -138,21 +140,22 @@ def run(params: AllParams, reporter: Reporter | None = None) -> list[StageLine]:
     t0 = time.perf_counter()
     outcome = train.run(train.TrainParams(scene=scene, recipe=params.recipe, overrides=overrides, device=params.device,
                                           scene_type=params.scene_type, tf32=params.tf32), reporter)
-    psnr = (outcome.eval.result.get("mean", {}).get("psnr") if outcome.eval else None)
-    figure = f"held-out PSNR {psnr:.2f} dB" if psnr is not None else f"{outcome.train.result['steps']} steps"
-    said = outcome.eval.result.get("verdict") if outcome.eval else None
-    checked = (poses_result.get("pose_check") or {}).get("result")
-    if checked and checked != "consistent":
-        figure += f" (pose check: {checked.replace('_', ' ')})"
+    trained: TrainResult = outcome.train.value
+    evaluated: EvalResult | None = outcome.eval.value if outcome.eval else None
+    psnr = evaluated.mean.get("psnr") if evaluated else None
+    figure = f"held-out PSNR {psnr:.2f} dB" if psnr is not None else f"{trained.steps} steps"
+    said = evaluated.verdict if evaluated else None
+    if posed.pose_check is not None and posed.pose_check.result != "consistent":
+        figure += f" (pose check: {posed.pose_check.result.replace('_', ' ')})"
     if said:
-        figure += {"good": " (verdict: good)", "doubtful_views": f" (verdict: doubtful views {', '.join(said['worst_views'])})",
-                   "poor": f" (verdict: POOR, {said['gap_db']:.1f} dB under the training views: poses inconsistent)"}[said["result"]]
+        figure += {"good": " (verdict: good)", "doubtful_views": f" (verdict: doubtful views {', '.join(said.worst_views)})",
+                   "poor": f" (verdict: POOR, {said.gap_db:.1f} dB under the training views: poses inconsistent)"}[said.result]
     lines.append(StageLine("train", outcome.train.ran or bool(outcome.eval and outcome.eval.ran),
                            time.perf_counter() - t0, figure, poor=train.poor_result(outcome)))
 
     t0 = time.perf_counter()
-    res = render.run(render.RenderParams(scene=scene, run=outcome.train.result["run"], frames=params.frames,
+    res = render.run(render.RenderParams(scene=scene, run=trained.run, frames=params.frames,
                                          device=params.device), reporter)
-    lines.append(StageLine("render", res.ran, time.perf_counter() - t0, str(scene / res.result["video"])))
+    lines.append(StageLine("render", res.ran, time.perf_counter() - t0, str(scene / res.value.video)))
     return lines
 

@@ -57,7 +57,7 @@ from PIL import Image
 
 from nerfpipe import colmap
 from nerfpipe import scene as scene_layout
-from nerfpipe.cache import StageResult, StageSpec, require_manifest, run_stage
+from nerfpipe.cache import StageResult, StageSpec, run_stage
 from nerfpipe.cameras.bounds import near_far
 from nerfpipe.cameras.conventions import (
     PinholeCamera,
@@ -70,6 +70,7 @@ from nerfpipe.cameras.conventions import (
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.progress import Reporter, Stopwatch
 from nerfpipe.stages import report
+from nerfpipe.stages.results import IngestResult, PoseCheck, PosesResult, require_result
 
 STAGE = "poses"
 VERSION = "2"
@@ -181,10 +182,10 @@ def registration_problem(registered: int, total: int) -> str | None:
     )
 
 
-def pose_check(unexplained: dict[tuple[str, str], tuple[int, int]], order: list[str]) -> dict:
-    """The check of the recovered cameras against the verified matches, before any training:
-    {"result": "consistent" | "doubtful_photos" | "inconsistent", "unexplained": fraction of all verified
-    matches, "photos": {name: fraction}, "doubtful": names, "sentence": what to do, or None}.
+def pose_check(unexplained: dict[tuple[str, str], tuple[int, int]], order: list[str]) -> PoseCheck:
+    """The check of the recovered cameras against the verified matches, before any training: its result
+    (consistent, doubtful_photos or inconsistent), the fraction of all verified matches unexplained, that
+    fraction per photo, the doubtful photos and the sentence that says what to do (None when consistent).
 
     ``unexplained``: {(name_a, name_b): (unexplained, verified)} (:func:`nerfpipe.colmap.unexplained_matches`);
     ``order``: the photos' dataset order. A photo is doubtful when its camera leaves far more of its
@@ -234,10 +235,10 @@ def pose_check(unexplained: dict[tuple[str, str], tuple[int, int]], order: list[
         )
     else:
         result, named, sentence = "consistent", [], None
-    return {"result": result, "unexplained": round(scene, 5), "unexplained_in_fitted_pairs": round(rest_fraction, 5),
-            "wrong_pairs": len(wrong_pairs), "pairs": len(unexplained),
-            "median_photo": round(median, 5), "photos": {n: round(fractions[n], 4) for n in names},
-            "doubtful": named, "sentence": sentence, "threshold_px": colmap.UNEXPLAINED_PX}
+    return PoseCheck(result=result, unexplained=round(scene, 5), unexplained_in_fitted_pairs=round(rest_fraction, 5),
+                     wrong_pairs=len(wrong_pairs), pairs=len(unexplained), median_photo=round(median, 5),
+                     photos={n: round(fractions[n], 4) for n in names}, doubtful=named, sentence=sentence,
+                     threshold_px=colmap.UNEXPLAINED_PX)
 
 
 def _name_list(names: list[str], limit: int = 8) -> str:
@@ -247,13 +248,6 @@ def _name_list(names: list[str], limit: int = 8) -> str:
 
 # --------------------------------------------------------------------------------------------------
 # The stage body
-
-
-def mask_folder(ingest: dict) -> str | None:
-    """The scene's object masks folder (photos cut out on white or on transparency, or masks given to
-    ingest with --masks), or None."""
-    background = ingest.get("background") or {}
-    return background.get("masks") if background.get("kind") in ("white", "cut_out", "masked") else None
 
 
 def _check_sizes(images_dir: Path, names: list[str], size: tuple[int, int]) -> None:
@@ -306,10 +300,10 @@ def _make_copy(src: Path, dst: Path, factor: int, size: tuple[int, int]) -> None
         rgb.save(dst, quality=SFM_JPEG_QUALITY, **({"exif": exif} if exif else {}))
 
 
-def _poses_body(params: PosesParams, scene: Path, ingest: dict, reporter: Reporter):
-    names: list[str] = list(ingest["images"])
-    stems = dict(zip(ingest["images"], ingest["stems"]))
-    width, height = ingest["sizes"][scene_layout.IMAGES]
+def _poses_body(params: PosesParams, scene: Path, ingest: IngestResult, reporter: Reporter):
+    names: list[str] = list(ingest.images)
+    stems = ingest.stem_of
+    width, height = ingest.sizes[scene_layout.IMAGES]
     images_dir = scene_layout.images_dir(scene)
     settings = colmap.SfmSettings(
         camera_mode=params.camera,
@@ -317,10 +311,10 @@ def _poses_body(params: PosesParams, scene: Path, ingest: dict, reporter: Report
         num_threads=params.threads,
         seed=params.seed,
     )
-    matcher = choose_matcher(params.matcher, len(names), len(ingest.get("frames") or {}))
-    masks = mask_folder(ingest)
+    matcher = choose_matcher(params.matcher, len(names), len(ingest.frames))
+    masks = ingest.mask_folder
 
-    def body(out: Path) -> dict:
+    def body(out: Path) -> PosesResult:
         seconds: dict[str, float] = {}
         _check_sizes(images_dir, names, (width, height))
 
@@ -450,44 +444,44 @@ def _poses_body(params: PosesParams, scene: Path, ingest: dict, reporter: Report
             else:
                 reporter.info(f"COLMAP also made {len(models) - 1} smaller model{'s' if len(models) > 2 else ''} "
                               f"({sizes} photos) of photos that are all in the largest one: none is left out.")
-        if checked["sentence"]:
-            reporter.warn(checked["sentence"])
+        if checked.sentence:
+            reporter.warn(checked.sentence)
         focal = float(np.mean(f_full))
-        return {
-            "images": model.names,
-            "stems": [stems[n] for n in model.names],
-            "unregistered": unregistered,
-            "registered": len(model.names),
-            "photos": len(names),
-            "hwf": [float(height), float(width), focal],
-            "camera": {
+        return PosesResult(
+            images=model.names,
+            stems=[stems[n] for n in model.names],
+            unregistered=unregistered,
+            registered=len(model.names),
+            photos=len(names),
+            hwf=[float(height), float(width), focal],
+            camera={
                 "mode": params.camera,
                 "model": model.camera_model,
                 "focal_px": [round(float(f), 3) for f in f_full] if params.camera == "per_image" else round(focal, 3),
                 "k1": round(float(np.mean(k1)), 6),
             },
-            "points3D": int(len(model.points)),
-            "observations": model.observations,
-            "mean_reprojection_error_px": round(model.mean_reprojection_error, 4),
-            "reprojection_error_pixels_of": list(model.image_size),
-            "near_far_range": [round(float(bounds[:, 0].min()), 6), round(float(bounds[:, 1].max()), 6)],
-            "pose_check": checked,
-            "matcher": matcher,
-            "masks": masks,
-            "pairs": len(pairs),
-            "verified_pairs": len(verified),
-            "models": [m.num_reg_images() for m in models],
-            "mapping_attempts": attempts,
-            "sfm_factor": k,
-            "sfm_size": list(small),
-            "seconds": {key: round(v, 2) for key, v in seconds.items()},
-            "pycolmap": colmap.PYCOLMAP_VERSION,
-        }
+            points3D=int(len(model.points)),
+            observations=model.observations,
+            mean_reprojection_error_px=round(model.mean_reprojection_error, 4),
+            reprojection_error_pixels_of=list(model.image_size),
+            near_far_range=[round(float(bounds[:, 0].min()), 6), round(float(bounds[:, 1].max()), 6)],
+            pose_check=checked,
+            matcher=matcher,
+            masks=masks,
+            pairs=len(pairs),
+            verified_pairs=len(verified),
+            models=[m.num_reg_images() for m in models],
+            mapping_attempts=attempts,
+            sfm_factor=k,
+            sfm_size=list(small),
+            seconds={key: round(v, 2) for key, v in seconds.items()},
+            pycolmap=colmap.PYCOLMAP_VERSION,
+        )
 
     return body
 
 
-def _report_failure(scene: Path, ingest: dict, models: list, database: Path, real_name: dict[str, str],
+def _report_failure(scene: Path, ingest: IngestResult, models: list, database: Path, real_name: dict[str, str],
                     workers: int, reporter: Reporter) -> None:
     """Before the stage stops for too few registered photos: the capture report of this run (which
     photos did not register and what their matches say about why), its sentences as warnings."""
@@ -520,30 +514,30 @@ def _to_advance(task):
 
 
 
-def _ingested(scene: Path) -> dict:
-    """The ingest manifest's result, after checking that its photos are all still in images/."""
-    ingest = require_manifest(scene, "ingest", "`nerfpipe poses`")["result"]
+def _ingested(scene: Path) -> IngestResult:
+    """The ingest stage's result, after checking that its photos are all still in images/."""
+    ingest: IngestResult = require_result(scene, "ingest", "`nerfpipe poses`")
     images_dir = scene_layout.images_dir(scene)
-    missing = [n for n in ingest["images"] if not (images_dir / n).is_file()]
+    missing = [n for n in ingest.images if not (images_dir / n).is_file()]
     if missing:
         raise NerfpipeError(
-            f"{images_dir / missing[0]} is missing ({len(missing)} of {len(ingest['images'])} photos): "
+            f"{images_dir / missing[0]} is missing ({len(missing)} of {len(ingest.images)} photos): "
             "run `nerfpipe ingest` again."
         )
-    masks = mask_folder(ingest)
+    masks = ingest.mask_folder
     if masks:
-        lost = [s for s in ingest["stems"] if not (scene / masks / f"{s}.png").is_file()]
+        lost = [s for s in ingest.stems if not (scene / masks / f"{s}.png").is_file()]
         if lost:
-            raise NerfpipeError(f"{scene / masks / (lost[0] + '.png')} is missing ({len(lost)} of {len(ingest['stems'])} "
+            raise NerfpipeError(f"{scene / masks / (lost[0] + '.png')} is missing ({len(lost)} of {len(ingest.stems)} "
                                 "object masks): run `nerfpipe ingest --force` again.")
     return ingest
 
 
-def stage_spec(params: PosesParams, ingest: dict) -> StageSpec:
+def stage_spec(params: PosesParams, ingest: IngestResult) -> StageSpec:
     """What the poses outputs depend on: the photos of images/, the ingest manifest and these parameters."""
     scene = Path(params.scene)
-    names = list(ingest["images"])
-    matcher = choose_matcher(params.matcher, len(names), len(ingest.get("frames") or {}))
+    names = list(ingest.images)
+    matcher = choose_matcher(params.matcher, len(names), len(ingest.frames))
     spec_params = {
         "camera": params.camera,
         "matcher": matcher,
@@ -553,9 +547,9 @@ def stage_spec(params: PosesParams, ingest: dict) -> StageSpec:
     }
     if matcher == "sequential":
         spec_params.update(overlap=params.overlap, loop_period=params.loop_period)
-    masks = mask_folder(ingest)
+    masks = ingest.mask_folder
     spec_params["masks"] = masks is not None
-    stems = dict(zip(ingest["images"], ingest["stems"]))
+    stems = ingest.stem_of
     return StageSpec(
         name=STAGE,
         version=VERSION,
@@ -584,6 +578,6 @@ def run(params: PosesParams, reporter: Reporter | None = None) -> StageResult:
     ingest = _ingested(scene)
     spec = stage_spec(params, ingest)
     result = run_stage(scene, spec, _poses_body(params, scene, ingest, reporter), force=params.force,
-                       reporter=reporter)
+                       reporter=reporter, result_type=PosesResult)
     report.remove_failure_report(scene)
     return result

@@ -29,6 +29,7 @@ from nerfpipe.errors import NerfpipeError
 from nerfpipe.nerf.models import render_image
 from nerfpipe.nerf.trainer import pick_device
 from nerfpipe.progress import Reporter
+from nerfpipe.stages.results import RenderResult
 from nerfpipe.stages.train import load_run
 from nerfpipe.video import VideoWriter, colorize_depth, depth_range, to_uint8
 
@@ -180,4 +181,4 @@ def run(params: RenderParams, reporter: Reporter | None = None) -> StageResult:
             "seconds_per_frame": round(seconds / len(path), 3),
         }
 
-    return run_stage(scene, spec, body, force=params.force, reporter=reporter)
+    return run_stage(scene, spec, body, force=params.force, reporter=reporter, result_type=RenderResult)

@@ -43,11 +43,12 @@ import numpy as np
 
 from nerfpipe import colmap
 from nerfpipe import scene as scene_layout
-from nerfpipe.cache import StageResult, StageSpec, load_manifest, manifest_path, run_stage
+from nerfpipe.cache import StageResult, StageSpec, manifest_path, run_stage
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.frames import SHARPNESS_LONG_SIDE, sharpness  # photos are measured as ingest measures video frames
 from nerfpipe.io import encode_png, write_bytes_atomic
 from nerfpipe.progress import Reporter
+from nerfpipe.stages.results import IngestResult, PoseCheck, PosesResult, ReportResult, load_result
 
 STAGE = "report"
 VERSION = "2"
@@ -444,17 +445,17 @@ def few_points_problems(photos: Sequence[PhotoStats], scene_points: int) -> list
     return out
 
 
-def pose_problems(photos: Sequence[PhotoStats], checked: dict | None) -> list[Problem]:
+def pose_problems(photos: Sequence[PhotoStats], checked: PoseCheck | None) -> list[Problem]:
     """The poses stage's check of the cameras against the matches (poses.pose_check), as a problem."""
-    if not checked or not checked.get("sentence"):
+    if checked is None or not checked.sentence:
         return []
     number = {p.name: p.number for p in photos}
-    kind = "inconsistent_poses" if checked["result"] == "inconsistent" else "doubtful_poses"
-    return [Problem(kind, tuple(number[n] for n in checked.get("doubtful", []) if n in number), checked["sentence"])]
+    kind = "inconsistent_poses" if checked.result == "inconsistent" else "doubtful_poses"
+    return [Problem(kind, tuple(number[n] for n in checked.doubtful if n in number), checked.sentence)]
 
 
 def find_problems(photos: Sequence[PhotoStats], scene_points: int, scene_depth: float | None,
-                  pose_check: dict | None = None) -> list[Problem]:
+                  pose_check: PoseCheck | None = None) -> list[Problem]:
     """Every problem of a capture, most serious first; [] when the capture looks fine."""
     return (
         unregistered_problems(photos)
@@ -757,21 +758,20 @@ def draw_topdown(
 # The stage
 
 
-def _inputs(scene: Path) -> tuple[dict, dict]:
+def _inputs(scene: Path) -> tuple[IngestResult, PosesResult]:
     """(ingest result, poses result), or one sentence saying which stage to run first."""
     scene_layout.require_folder(scene, "The scene folder", "pass the folder you ran `nerfpipe ingest` into")
-    ingest = load_manifest(scene, "ingest")
+    ingest = load_result(scene, "ingest")
     if ingest is None:
         raise NerfpipeError(f"{scene} has no ingested photos yet: run `nerfpipe ingest PHOTOS --scene {scene}` first.")
-    posed = load_manifest(scene, "poses")
+    posed = load_result(scene, "poses")
     if posed is None:
         raise NerfpipeError(f"{scene} has no camera poses yet: run `nerfpipe poses {scene}` first.")
-    return ingest["result"], posed["result"]
+    return ingest, posed
 
 
-def build(scene: Path, ingest: dict, posed: dict, workers: int = 1,
-          reporter: Reporter | None = None) -> tuple[list[PhotoStats], list[Problem], Geometry]:
-    """Measure every photo of an ingested, posed scene and find the problems (writes nothing)."""
+def read_colmap(scene: Path) -> tuple[colmap.SparseModel, dict[tuple[str, str], int]]:
+    """(the sparse model, the verified inliers of each photo pair) the poses stage left in colmap/."""
     colmap_dir = scene / scene_layout.COLMAP
     database, model_dir = colmap_dir / "database.db", colmap_dir / "sparse" / "0"
     if not database.is_file() or not model_dir.is_dir():
@@ -783,8 +783,14 @@ def build(scene: Path, ingest: dict, posed: dict, workers: int = 1,
         what = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise NerfpipeError(f"{colmap_dir} is damaged (pycolmap cannot read it: {what}): run "
                             f"`nerfpipe poses {scene} --force` to redo it.") from None
-    return assess(scene, ingest, model, inliers, set(posed.get("images", [])), workers, reporter,
-                  pose_check=posed.get("pose_check"))
+    return model, inliers
+
+
+def build(scene: Path, ingest: IngestResult, posed: PosesResult, workers: int = 1,
+          reporter: Reporter | None = None) -> tuple[list[PhotoStats], list[Problem], Geometry]:
+    """Measure every photo of an ingested, posed scene and find the problems (writes nothing)."""
+    model, inliers = read_colmap(scene)
+    return assess(scene, ingest, model, inliers, set(posed.images), workers, reporter, pose_check=posed.pose_check)
 
 
 def no_geometry() -> Geometry:
@@ -792,22 +798,21 @@ def no_geometry() -> Geometry:
     return Geometry(centres={}, forwards={}, ups={}, points_seen={}, points=np.zeros((0, 3)), scene_depth=None)
 
 
-def assess(scene: Path, ingest: dict, model: colmap.SparseModel | None, inliers: dict[tuple[str, str], int],
+def assess(scene: Path, ingest: IngestResult, model: colmap.SparseModel | None, inliers: dict[tuple[str, str], int],
            registered_names: set[str], workers: int = 1,
-           reporter: Reporter | None = None, pose_check: dict | None = None,
+           reporter: Reporter | None = None, pose_check: PoseCheck | None = None,
            ) -> tuple[list[PhotoStats], list[Problem], Geometry]:
     """Measure the ingested photos and find the problems, given the sparse model (None: no camera was
     placed) and the verified inlier counts of the photo pairs, both in the photos' names."""
     reporter = reporter or Reporter()
-    names: list[str] = list(ingest["images"])
-    stems = dict(zip(ingest["images"], ingest["stems"]))
-    folder = measuring_folder(ingest["sizes"])
+    names: list[str] = list(ingest.images)
+    stems = ingest.stem_of
+    folder = measuring_folder(ingest.sizes)
     files = [
         scene / folder / (name if folder == scene_layout.IMAGES else f"{stems[name]}.png") for name in names
     ]
     with reporter.task("measuring photos", total=len(files), unit="images") as task:
-        masks = ((ingest.get("background") or {}).get("masks")
-                 if (ingest.get("background") or {}).get("kind") in ("white", "cut_out") else None)
+        masks = ingest.mask_folder if ingest.background_kind in ("white", "cut_out") else None
 
         mask_files = [scene / masks / f"{stems[name]}.png" if masks else None for name in names]
 
@@ -824,7 +829,7 @@ def assess(scene: Path, ingest: dict, model: colmap.SparseModel | None, inliers:
     neighbours = neighbours_of(names, inliers)
     registered = set(registered_names) & set(geometry.centres)
     median_sharpness = float(np.median([m.sharpness for m in measures])) or 1.0
-    frames = ingest.get("frames") or {}
+    frames = ingest.frames
 
     photos = []
     for i, (name, m) in enumerate(zip(names, measures)):
@@ -869,19 +874,14 @@ def figure(photos: Sequence[PhotoStats], problems: Sequence[Problem], geometry: 
     )
 
 
-def _report_body(scene: Path, ingest: dict, posed: dict, params: ReportParams, reporter: Reporter):
-    def body(out: Path) -> dict:
+def _report_body(scene: Path, ingest: IngestResult, posed: PosesResult, params: ReportParams, reporter: Reporter):
+    def body(out: Path) -> ReportResult:
         photos, problems, geometry = build(scene, ingest, posed, params.workers, reporter)
-        report = report_data(photos, problems, geometry, ingest, posed.get("mean_reprojection_error_px"))
+        report = report_data(photos, problems, geometry, ingest, posed.mean_reprojection_error_px)
         (out / REPORT_JSON).write_text(json.dumps(report, indent=1))
         (out / REPORT_PNG).write_bytes(figure_png(photos, problems, geometry))
-        return {
-            "photos": len(photos),
-            "registered": report["summary"]["registered"],
-            "problems": len(problems),
-            "sentences": report["sentences"],
-            "files": list(OUTPUTS),
-        }
+        return ReportResult(photos=len(photos), registered=report["summary"]["registered"], problems=len(problems),
+                            sentences=report["sentences"], files=list(OUTPUTS))
 
     return body
 
@@ -890,7 +890,7 @@ def figure_png(photos: Sequence[PhotoStats], problems: Sequence[Problem], geomet
     return encode_png(np.ascontiguousarray(figure(photos, problems, geometry)[..., ::-1]))  # drawn in OpenCV's BGR
 
 
-def report_data(photos: Sequence[PhotoStats], problems: Sequence[Problem], geometry: Geometry, ingest: dict,
+def report_data(photos: Sequence[PhotoStats], problems: Sequence[Problem], geometry: Geometry, ingest: IngestResult,
                 reprojection_error_px: float | None, figure_name: str = REPORT_PNG) -> dict:
     """report.json's content."""
     said = sentences(problems)
@@ -906,7 +906,7 @@ def report_data(photos: Sequence[PhotoStats], problems: Sequence[Problem], geome
             "scene_depth": None if geometry.scene_depth is None else round(geometry.scene_depth, 6),
             "mean_reprojection_error_px": reprojection_error_px,
             "median_sharpness": round(float(np.median([p.sharpness for p in photos])), 2),
-            "measured_on": measuring_folder(ingest["sizes"]),
+            "measured_on": measuring_folder(ingest.sizes),
         },
         "thresholds": {
             "sharpness_long_side_px": SHARPNESS_LONG_SIDE, "blurred_below": BLURRED_BELOW,
@@ -921,7 +921,7 @@ def report_data(photos: Sequence[PhotoStats], problems: Sequence[Problem], geome
     }
 
 
-def write_failure_report(scene: Path, ingest: dict, model: colmap.SparseModel | None,
+def write_failure_report(scene: Path, ingest: IngestResult, model: colmap.SparseModel | None,
                          inliers: dict[tuple[str, str], int], workers: int = 1,
                          reporter: Reporter | None = None) -> list[str]:
     """The report of a poses run that stopped (``report.failed.json`` and ``.png`` in the scene; each
@@ -961,7 +961,7 @@ def run(params: ReportParams, reporter: Reporter | None = None) -> StageResult:
     scene = Path(params.scene)
     ingest, posed = _inputs(scene)
     return run_stage(scene, stage_spec(scene), _report_body(scene, ingest, posed, params, reporter), force=params.force,
-                     reporter=reporter)
+                     reporter=reporter, result_type=ReportResult)
 
 
 def load(scene: Path) -> dict:

@@ -60,6 +60,8 @@ from nerfpipe.io import write_json_atomic, write_png
 from nerfpipe.progress import Reporter
 from nerfpipe.recipes import Recipe, default_recipe_name, dump_recipe, has_override, load_recipe
 from nerfpipe.stages import colmap_source, undistort
+from nerfpipe.stages.results import (EvalResult, IngestResult, PoseCheck, PosesResult, TrainResult, Verdict,
+                                     load_result)
 
 VERSION = "1"
 EVAL_VERSION = "4"
@@ -139,9 +141,9 @@ def detect_source(scene: Path, recipe: Recipe, reporter: Reporter | None = None)
     """What kind of scene folder this is, and what the train stage's cache depends on."""
     scene = Path(scene)
     scene_layout.require_folder(scene, "The scene folder", "check the path")
-    poses = load_manifest(scene, "poses")
+    poses: PosesResult | None = load_result(scene, "poses")
     if poses is not None:
-        names = poses.get("result", {}).get("images")
+        names = poses.images
         if not names:
             raise NerfpipeError(f"The poses manifest of {scene} lists no images: run `nerfpipe poses --scene {scene}` again.")
         return Source("nerfpipe", ("poses",), (), [Path(n).stem for n in names],
@@ -198,8 +200,8 @@ def object_on_white(scene: Path, source: Source) -> bool:
     """A nerfpipe scene whose photos ingest found cut out on white (or on transparency)."""
     if source.kind != "nerfpipe":
         return False
-    background = ((load_manifest(scene, "ingest") or {}).get("result") or {}).get("background") or {}
-    return background.get("kind") in ("white", "cut_out")
+    ingest: IngestResult | None = load_result(scene, "ingest")
+    return ingest is not None and ingest.background_kind in ("white", "cut_out")
 
 
 def scene_type_overrides(scene: Path, source: Source, overrides: tuple[str, ...], scene_type: SceneKind | None,
@@ -431,26 +433,27 @@ def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
         }
 
     force = params.fresh or (previous is not None and not _newest_checkpoint_loads(folder))
-    result = run_stage(scene, spec, body, force=force, reporter=reporter)
+    result = run_stage(scene, spec, body, force=force, reporter=reporter, result_type=TrainResult)
     evaluated = None
     if params.evaluate:
         evaluated = run_eval(EvalParams(scene=scene, run=run_name, device=params.device), reporter)
-        said = evaluated.result.get("verdict")
+        said: Verdict | None = evaluated.value.verdict
         if said:
-            (reporter.info if said["result"] == "good" else reporter.warn)(said["sentence"])
+            (reporter.info if said.result == "good" else reporter.warn)(said.sentence)
         checked = pose_check_of(scene, source)
-        if said and said["result"] != "poor" and checked and checked.get("result") != "consistent":
-            reporter.warn(f"But the pose check after SfM found the poses {checked['result'].replace('_', ' ')}: the "
+        if said and said.result != "poor" and checked and checked.result != "consistent":
+            reporter.warn(f"But the pose check after SfM found the poses {checked.result.replace('_', ' ')}: the "
                           "held-out views may not be among the doubtful cameras, so look at report.png before "
                           "trusting the result.")
     return TrainOutcome(result, evaluated)
 
 
-def pose_check_of(scene: Path, source: Source) -> dict | None:
+def pose_check_of(scene: Path, source: Source) -> PoseCheck | None:
     """The poses stage's pose check of a nerfpipe scene (None for other scenes, or before the check existed)."""
     if source.kind != "nerfpipe":
         return None
-    return ((load_manifest(scene, "poses") or {}).get("result") or {}).get("pose_check")
+    posed: PosesResult | None = load_result(scene, "poses")
+    return posed.pose_check if posed is not None else None
 
 
 POOR_EXIT_CODE = 3
@@ -460,8 +463,8 @@ metrics.json, the video), and a script or a shell sees that the result is not to
 
 def poor_result(outcome: TrainOutcome) -> bool:
     """True when the held-out evaluation's verdict is 'poor' (see :func:`verdict`)."""
-    said = outcome.eval.result.get("verdict") if outcome.eval is not None else None
-    return bool(said) and said["result"] == "poor"
+    said = outcome.eval.value.verdict if outcome.eval is not None else None
+    return said is not None and said.result == "poor"
 
 
 def _newest_checkpoint_loads(folder: Path) -> bool:
@@ -568,21 +571,21 @@ def run_eval(params: EvalParams, reporter: Reporter | None = None) -> StageResul
         (out / rel / EVAL_METRICS).write_text(json.dumps(result, indent=1))
         return {k: v for k, v in result.items() if k != "views"}
 
-    return run_stage(scene, spec, body, force=params.force, reporter=reporter)
+    return run_stage(scene, spec, body, force=params.force, reporter=reporter, result_type=EvalResult)
 
 
 def sparse_depth_truth(scene: Path, data: SceneData) -> dict[int, np.ndarray]:
     """{held-out view index: (P, 3) the sparse points its photo sees, in the run's normalised world} of a
     nerfpipe scene (the held-out photos are registered, only left out of training); {} without a model."""
     model_dir = Path(scene) / scene_layout.COLMAP / "sparse" / "0"
-    posed = (load_manifest(scene, "poses") or {}).get("result") or {}
-    if not model_dir.is_dir() or not posed.get("stems"):
+    posed: PosesResult | None = load_result(scene, "poses")
+    if not model_dir.is_dir() or posed is None or not posed.stems:
         return {}
     try:
         sparse = colmap.read_sparse_model(model_dir)
     except (RuntimeError, ValueError, OSError):
         raise NerfpipeError(f"{model_dir} cannot be read: run `nerfpipe poses {scene} --force` to redo it.") from None
-    stem_of = dict(zip(posed["images"], posed["stems"]))
+    stem_of = dict(zip(posed.images, posed.stems))
     row_of = {stem_of.get(name, Path(name).stem): row for row, name in enumerate(sparse.names)}
     seen: list[list[int]] = [[] for _ in sparse.names]
     for p, rows in enumerate(sparse.point_images):

@@ -39,6 +39,7 @@ from nerfpipe.errors import NerfpipeError
 from nerfpipe.io import write_png
 from nerfpipe.photos import PhotoError, read_rgb8
 from nerfpipe.progress import Reporter
+from nerfpipe.stages.results import UndistortResult
 from nerfpipe.stages.ingest import PNG_COMPRESSION, crop_box, downsample
 
 VERSION = "1"
@@ -165,4 +166,4 @@ def run(params: UndistortParams, reporter: Reporter | None = None) -> StageResul
             "undistorted": p.resample,
         }
 
-    return run_stage(scene, spec, body, force=params.force, reporter=reporter)
+    return run_stage(scene, spec, body, force=params.force, reporter=reporter, result_type=UndistortResult)

@@ -30,7 +30,7 @@ import shutil
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Literal, Sequence
 
@@ -400,6 +400,9 @@ class SparseModel:
     mean_reprojection_error: float
     """Pixels of the model's images."""
     observations: int
+    intrinsics: list[dict[str, float]] = field(default_factory=list)
+    """Each image's camera as OPENCV keys (fl_x, fl_y, cx, cy, k1, ...; :func:`opencv_intrinsics`), read by the
+    model's parameter names; [] for a camera model that OPENCV cannot hold."""
 
 
 def sparse_model(rec: pycolmap.Reconstruction) -> SparseModel:
@@ -429,6 +432,7 @@ def sparse_model(rec: pycolmap.Reconstruction) -> SparseModel:
         point_images=seen,
         mean_reprojection_error=float(rec.compute_mean_reprojection_error()),
         observations=int(rec.compute_num_observations()),
+        intrinsics=[opencv_intrinsics(c) for c in cams] if cams and cams[0].model_name in OPENCV_MODELS else [],
     )
 
 

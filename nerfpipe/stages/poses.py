@@ -405,9 +405,9 @@ def _poses_body(params: PosesParams, scene: Path, ingest: IngestResult, reporter
             checked = pose_check(colmap.unexplained_matches(database, rec), names)
             unregistered = sorted(set(names) - set(model.names))
             sx, sy = width / model.image_size[0], height / model.image_size[1]
-            f_full = model.camera_params[:, 0] * (sx + sy) / 2
-            cx_full, cy_full = model.camera_params[:, 1] * sx, model.camera_params[:, 2] * sy
-            k1 = model.camera_params[:, 3] if model.camera_params.shape[1] > 3 else np.zeros(len(model.names))
+            intrinsics = {key: np.array([c[key] for c in model.intrinsics]) for key in ("fl_x", "fl_y", "cx", "cy", "k1")}
+            f_full = (intrinsics["fl_x"] * sx + intrinsics["fl_y"] * sy) / 2
+            cx_full, cy_full, k1 = intrinsics["cx"] * sx, intrinsics["cy"] * sy, intrinsics["k1"]
             hwf = np.stack([np.full(len(f_full), float(height)), np.full(len(f_full), float(width)), f_full], axis=1)
             bounds = near_far(model.w2c_cv, model.points, model.point_images)
             write_poses_bounds(out / scene_layout.POSES_BOUNDS, with_hwf(llff_from_colmap(model.w2c_cv), hwf), bounds)

@@ -77,15 +77,15 @@ def _llff_scene(tmp_path, c2w_gl: np.ndarray):
 
 def test_train_stage_applies_the_decision_unless_the_user_set_it(tmp_path, fern_dir, fox_dir):
     from nerfpipe.progress import RecordingReporter
-    from nerfpipe.stages.train import scene_type_overrides
+    from nerfpipe.stages.train import scene_type_data
 
     fox = _llff_scene(tmp_path, _transforms_c2w(fox_dir / "transforms.reference.json"))
     rep = RecordingReporter()
-    assert scene_type_overrides(tmp_path, fox, (), None, rep) == ("arc", ("data.ndc=false", "data.spherify=true"))
+    assert scene_type_data(tmp_path, fox, (), None, rep) == ("arc", {"ndc": False, "spherify": True})
     assert any("Scene type: arc (a wide arc" in line for line in rep.infos)
-    assert scene_type_overrides(tmp_path, fox, (), "forward", rep) == ("forward", ("data.ndc=true", "data.spherify=false"))
-    assert scene_type_overrides(tmp_path, fox, ("data.ndc=true",), None, rep) == ("arc", ())  # the user's choice stands
+    assert scene_type_data(tmp_path, fox, (), "forward", rep) == ("forward", {"ndc": True, "spherify": False})
+    assert scene_type_data(tmp_path, fox, ("data.ndc=true",), None, rep) == ("arc", {})  # the user's choice stands
 
     poses, _ = read_poses_bounds(fern_dir / "poses_bounds.reference.npy")
     fern = _llff_scene(tmp_path, gl_from_llff(poses))
-    assert scene_type_overrides(tmp_path, fern, (), None, rep) == ("forward", ("data.ndc=true", "data.spherify=false"))
+    assert scene_type_data(tmp_path, fern, (), None, rep) == ("forward", {"ndc": True, "spherify": False})

@@ -41,7 +41,8 @@ from torch import Tensor
 
 LossKind = Literal["mse", "smooth_l1", "l1"]
 LOSS_KINDS: tuple[str, ...] = ("mse", "smooth_l1", "l1")
-SceneKind = Literal["ndc", "bounded", "unbounded"]
+BoxKind = Literal["ndc", "bounded", "unbounded"]
+"""How a scene box bounds its rays (not the capture's kind: that is ``cameras.scene_type.SceneKind``)."""
 
 
 @dataclass
@@ -91,7 +92,7 @@ class RayBundle:
 class SceneBox:
     """What a model needs to know of the scene's space, set by the dataset."""
 
-    kind: SceneKind
+    kind: BoxKind
     """ndc: forward-facing, rays already in NDC (z in [0, 1] with near 0 and far 1, x and y in about
     [-1, 1]); bounded: an axis-aligned box (Blender: about [-1.5, 1.5]^3); unbounded: a 360 capture,
     space outside the unit sphere contracted (mip-NeRF 360)."""

@@ -204,10 +204,11 @@ def object_on_white(scene: Path, source: Source) -> bool:
     return ingest is not None and ingest.background_kind in ("white", "cut_out")
 
 
-def scene_type_overrides(scene: Path, source: Source, overrides: tuple[str, ...], scene_type: SceneKind | None,
-                         reporter: Reporter) -> tuple[SceneKind | None, tuple[str, ...]]:
-    """The capture's kind and the recipe overrides it asks for: NDC for forward-facing, spherify for an
-    arc or a circle; for an object cut out on white also a white background and the box of its points.
+def scene_type_data(scene: Path, source: Source, overrides: tuple[str, ...], scene_type: SceneKind | None,
+                    reporter: Reporter) -> tuple[SceneKind | None, dict[str, bool]]:
+    """The capture's kind and the recipe's data values it asks for (``DataConfig`` field -> value): NDC for
+    forward-facing, spherify for an arc or a circle; for an object cut out on white also a white background
+    and the box of its points.
 
     The decision is printed with its reason. Nothing is overridden for a Blender scene (a box, kind None),
     or when the user set data.ndc or data.spherify themselves. Arc and 360 train alike (a spherified,
@@ -215,7 +216,7 @@ def scene_type_overrides(scene: Path, source: Source, overrides: tuple[str, ...]
     """
     cameras = scene_cameras(scene, source)
     if cameras is None:
-        return None, ()
+        return None, {}
     if scene_type is not None:
         kind, why = scene_type, "as asked with --scene-type"
     else:
@@ -223,15 +224,14 @@ def scene_type_overrides(scene: Path, source: Source, overrides: tuple[str, ...]
         kind, why = decided.kind, decided.reason
     if any(has_override(overrides, key) for key in ("data.ndc", "data.spherify")):
         reporter.info(f"Scene type: {kind} ({why}); the recipe's ndc/spherify as set with --set.")
-        return kind, ()
+        return kind, {}
     if kind != "forward" and object_on_white(scene, source):
         reporter.info(f"Scene type: {kind} ({why}); an object cut out on white: white background, the scene box "
                       "around its sparse points.")
-        keep = tuple(f"data.{k}={v}" for k, v in (("white_bkgd", "true"), ("object", "true"))
-                     if not has_override(overrides, f"data.{k}"))
-        return kind, ("data.ndc=false", "data.spherify=true", *keep)
+        keep = {k: True for k in ("white_bkgd", "object") if not has_override(overrides, f"data.{k}")}
+        return kind, {"ndc": False, "spherify": True, **keep}
     reporter.info(f"Scene type: {kind} ({why}).")
-    return kind, (("data.ndc=true", "data.spherify=false") if kind == "forward" else ("data.ndc=false", "data.spherify=true"))
+    return kind, {"ndc": kind == "forward", "spherify": kind != "forward"}
 
 
 def sparse_points(scene: Path) -> np.ndarray | None:
@@ -373,9 +373,8 @@ def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
     scene = Path(params.scene)
     recipe = load_recipe(params.recipe or default_recipe_name(), list(params.overrides))
     source = detect_source(scene, recipe, reporter)
-    scene_kind, kind_overrides = scene_type_overrides(scene, source, params.overrides, params.scene_type, reporter)
-    if kind_overrides:
-        recipe = load_recipe(params.recipe or default_recipe_name(), [*params.overrides, *kind_overrides])
+    scene_kind, kind_data = scene_type_data(scene, source, params.overrides, params.scene_type, reporter)
+    recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, **kind_data))
     run_name = params.run or recipe.name
     if not run_name or "/" in run_name or run_name.startswith("."):
         raise NerfpipeError(f"--run {run_name!r} is not a usable folder name: use letters, digits, - and _.")

@@ -7,15 +7,24 @@ import math
 import sys
 import warnings
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from nerfpipe import __version__
+from nerfpipe.cameras.scene_type import SceneKind
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.progress import CONSOLE, ERR_CONSOLE, RichReporter
+
+CameraChoice = Literal["single", "per-image"]
+"""--camera as typed (the poses stage's ``colmap.CameraMode`` with per_image spelt per-image)."""
+MatcherChoice = Literal["auto", "exhaustive", "sequential"]
+"""``stages.poses.Matcher`` (spelt here so that --help needs no pycolmap; tests/test_cli_choices.py keeps them equal)."""
+LossChoice = Literal["mse", "smooth_l1", "l1"]
+"""``nerf.models.LossKind`` (spelt here so that --help needs no torch; kept equal by the same test)."""
+DEVICE_METAVAR = "<auto|cpu|cuda[:N]|mps>"
 
 app = typer.Typer(
     help="From a folder of phone photos to a Neural Radiance Field and a fly-through video.\n\n"
@@ -129,8 +138,8 @@ def ingest(
 def poses(
     scene_arg: Optional[Path] = typer.Argument(None, metavar="[SCENE]", help="Scene folder, ingested (default: .)."),
     scene_opt: Optional[Path] = typer.Option(None, "--scene", "-s", help="Same as SCENE."),
-    camera: str = typer.Option("single", "--camera", help="single (one phone) or per-image (a camera per photo)."),
-    matcher: str = typer.Option("auto", "--matcher", help="auto, exhaustive (every pair) or sequential (ordered frames, with loop closure)."),
+    camera: CameraChoice = typer.Option("single", "--camera", help="single (one phone) or per-image (a camera per photo)."),
+    matcher: MatcherChoice = typer.Option("auto", "--matcher", help="auto, exhaustive (every pair) or sequential (ordered frames, with loop closure)."),
     sfm_size: int = typer.Option(1024, "--sfm-size", help="Longest side in pixels of the copy SfM runs on."),
     max_features: int = typer.Option(3072, "--max-features", help="SIFT features per image."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of RANSAC and the mapper."),
@@ -244,18 +253,17 @@ def train(
     iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Training steps (training.iters)."),
     minutes: Optional[float] = typer.Option(None, "--minutes", callback=_minutes, help="Also stop after this many minutes (training.minutes); 0: no limit."),
     factor: Optional[int] = typer.Option(None, "--factor", min=1, help="Train on images_FACTOR/ (data.factor)."),
-    loss: Optional[str] = typer.Option(None, "--loss", help="mse, smooth_l1 or l1 (training.loss)."),
+    loss: Optional[LossChoice] = typer.Option(None, "--loss", help="mse, smooth_l1 or l1 (training.loss)."),
     batch_rays: Optional[int] = typer.Option(None, "--batch-rays", min=1, help="Rays per step (training.batch_rays)."),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Random seed (training.seed)."),
     run: Optional[str] = typer.Option(None, "--run", help="Run name: runs/RUN/ (default: the recipe's name)."),
     fresh: bool = typer.Option(False, "--fresh", help="Start the run over instead of resuming it."),
-    device: str = typer.Option("auto", "--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps."),
+    device: str = typer.Option("auto", "--device", metavar=DEVICE_METAVAR, help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps."),
     no_eval: bool = typer.Option(False, "--no-eval", help="Do not render and score the held-out views at the end."),
     tf32: bool = typer.Option(False, "--tf32", help="On an NVIDIA GPU, matrix products in TF32 while training: faster, same PSNR as measured (default fp32, as the paper)."),
-    scene_type: Optional[str] = typer.Option(None, "--scene-type", help="forward, arc or 360 (default: decided from the cameras)."),
+    scene_type: Optional[SceneKind] = typer.Option(None, "--scene-type", help="forward, arc or 360 (default: decided from the cameras)."),
 ) -> None:
     """Train a NeRF on a scene into runs/RUN/ (resumes; --fresh starts over), then evaluate the held-out views."""
-    _check_scene_type(scene_type)
     from nerfpipe.stages import train as stage
 
     params = stage.TrainParams(
@@ -279,13 +287,6 @@ def train(
         raise typer.Exit(stage.POOR_EXIT_CODE)
 
 
-def _check_scene_type(scene_type: str | None) -> None:
-    from nerfpipe.cameras.scene_type import SCENE_KINDS
-
-    if scene_type is not None and scene_type not in SCENE_KINDS:
-        raise NerfpipeError(f"--scene-type {scene_type!r} is not a scene type: use forward, arc or 360.")
-
-
 def _print_eval(scene: Path, res) -> None:
     r = res.value
     parts = [f"{k.upper()} {v:.4g}" for k, v in r.mean.items()]
@@ -301,7 +302,7 @@ def _print_eval(scene: Path, res) -> None:
 def eval_(
     scene: Path = typer.Argument(Path("."), help="Scene folder holding runs/."),
     run: Optional[str] = typer.Option(None, "--run", help="Run to evaluate (default: the only one)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
+    device: str = typer.Option("auto", "--device", metavar=DEVICE_METAVAR, help="auto, cpu, cuda, mps."),
     chunk: Optional[int] = typer.Option(None, "--chunk", min=1, help="Rays per rendering call (default: from free memory)."),
     force: bool = typer.Option(False, "--force", help="Render and score again even if up to date."),
 ) -> None:
@@ -321,7 +322,7 @@ def render(
     frames: Optional[int] = typer.Option(None, "--frames", help="Frames of the path (default 120; 40 for Blender scenes)."),
     fps: int = typer.Option(30, "--fps", help="Frames per second of the video."),
     frames_dir: bool = typer.Option(False, "--frames-dir", help="Also keep every frame as PNG in renders/RUN/frames/."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
+    device: str = typer.Option("auto", "--device", metavar=DEVICE_METAVAR, help="auto, cpu, cuda, mps."),
     force: bool = typer.Option(False, "--force", help="Render again even if up to date."),
 ) -> None:
     """Render the camera path (LLFF spiral, 360 circle or Blender turntable) to renders/RUN/PATH.mp4 and PATH_depth.mp4 (PATH: spiral, circle, arc or turntable)."""
@@ -345,12 +346,10 @@ def export(
     scene_opt: Optional[Path] = typer.Option(None, "--scene", "-s", help="Same as SCENE."),
     run: Optional[str] = typer.Option(None, "--run", help="Run whose mesh and points from depth to export (default: the only run)."),
     resolution: int = typer.Option(256, "--mesh-resolution", min=8, help="Marching-cubes lattice points along each axis."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
+    device: str = typer.Option("auto", "--device", metavar=DEVICE_METAVAR, help="auto, cpu, cuda, mps."),
     force: bool = typer.Option(False, "--force", help="Write the exports again even if they are up to date."),
 ) -> None:
-    """Write exports/ for other tools: the sparse points (sparse_pc.ply), a nerfstudio transforms.json that names
-    them, an undistorted PINHOLE COLMAP folder (3D Gaussian Splatting), an instant-ngp transforms.json; and from a
-    trained run exports/RUN/mesh.ply (marching cubes over its density) and exports/RUN/depth_points.ply."""
+    """Write exports/ for other tools: the sparse points (sparse_pc.ply), a nerfstudio transforms.json that names them, an undistorted PINHOLE COLMAP folder (3D Gaussian Splatting), an instant-ngp transforms.json; and from a trained run exports/RUN/mesh.ply (marching cubes over its density) and exports/RUN/depth_points.ply."""
     from nerfpipe.stages import export as stage
     from nerfpipe.stages.results import load_result
     from nerfpipe.stages.train import run_names
@@ -385,13 +384,12 @@ def all_(
     minutes: Optional[float] = typer.Option(None, "--minutes", callback=_minutes, help="Also stop training after this many minutes; 0: no limit."),
     factor: Optional[int] = typer.Option(None, "--factor", min=1, help="Train on photos downsampled by FACTOR (default: about 500 px wide on a CPU)."),
     frames: Optional[int] = typer.Option(None, "--frames", help="Frames of the video (default 120)."),
-    device: str = typer.Option("auto", "--device", help="auto (cuda, then mps, then cpu), cpu, cuda, mps."),
+    device: str = typer.Option("auto", "--device", metavar=DEVICE_METAVAR, help="auto (cuda, then mps, then cpu), cpu, cuda, mps."),
     tf32: bool = typer.Option(False, "--tf32", help="On an NVIDIA GPU, matrix products in TF32 while training (faster; default fp32)."),
-    scene_type: Optional[str] = typer.Option(None, "--scene-type", help="forward, arc or 360 (default: decided from the cameras)."),
+    scene_type: Optional[SceneKind] = typer.Option(None, "--scene-type", help="forward, arc or 360 (default: decided from the cameras)."),
     masks: Optional[Path] = typer.Option(None, "--masks", help="Folder of object masks, one per photo named by its stem (white = object): SfM sees only the object."),
 ) -> None:
     """Photos -> video: ingest, poses, train and render, each one cached (a second run only says so)."""
-    _check_scene_type(scene_type)
     from nerfpipe.stages import pipeline
 
     overrides = _train_overrides(sets, iters, minutes, None, None, None, None)

@@ -81,7 +81,7 @@ class StageResult:
     ran: bool
     """False when the stage was up to date and nothing ran."""
     manifest: dict
-    kind: Any = None
+    result_type: Any = None
     """The stage's result type (a class with ``from_dict``, see ``stages.results``), or None."""
 
     @property
@@ -91,10 +91,10 @@ class StageResult:
 
     @property
     def value(self) -> Any:
-        """The result as its type (``kind.from_dict``)."""
-        if self.kind is None:
+        """The result as its type (``result_type.from_dict``)."""
+        if self.result_type is None:
             raise TypeError(f"the {self.name} stage did not name its result type")
-        return self.kind.from_dict(self.result)
+        return self.result_type.from_dict(self.result)
 
     @property
     def seconds(self) -> float:
@@ -368,7 +368,7 @@ def run_stage(
     require_folder(Path(scene), "The scene folder", "create it or pass another --scene")
     with scene_lock(scene, reporter):
         res = _run_stage(Path(scene), spec, body, force=force)
-    return dataclasses.replace(res, kind=result_type)
+    return dataclasses.replace(res, result_type=result_type)
 
 
 def _json_result(result: Any) -> dict:

@@ -352,7 +352,7 @@ def export(
     """Write exports/ for other tools: the sparse points (sparse_pc.ply), a nerfstudio transforms.json that names them, an undistorted PINHOLE COLMAP folder (3D Gaussian Splatting), an instant-ngp transforms.json; and from a trained run exports/RUN/mesh.ply (marching cubes over its density) and exports/RUN/depth_points.ply."""
     from nerfpipe.stages import export as stage
     from nerfpipe.stages.results import load_result
-    from nerfpipe.stages.train import run_names
+    from nerfpipe.stages.runs import run_names
 
     scene = _one_scene(scene_arg, scene_opt)
     trained = run is not None or bool(run_names(scene))

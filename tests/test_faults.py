@@ -30,6 +30,7 @@ from nerfpipe.nerf import trainer
 from nerfpipe.progress import RecordingReporter
 from nerfpipe.recipes import load_recipe
 from nerfpipe.stages import ingest, poses
+from nerfpipe.stages import runs
 from nerfpipe.stages import train as train_stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,7 +138,7 @@ def test_training_resumes_past_a_damaged_checkpoint_and_sets_aside_an_untrusted_
     assert any(f"moved it to {aside}" in w for w in rep.warnings)
     assert trainer.load_checkpoint(trainer.list_checkpoints(run_dir)[-1])["step"] == 30
     # the folder set aside is not a run: eval and render find only "faults"
-    assert train_stage.find_run(tiny_lego, None) == "faults"
+    assert runs.find_run(tiny_lego, None) == "faults"
     with pytest.raises(NerfpipeError, match=r"There is no run 'nosuch' in .*runs \(runs there: faults\): train it "
                                             r"with `nerfpipe train .* --run nosuch`"):
         train_stage.run_eval(train_stage.EvalParams(scene=tiny_lego, run="nosuch", device="cpu"))
@@ -145,7 +146,7 @@ def test_training_resumes_past_a_damaged_checkpoint_and_sets_aside_an_untrusted_
     for path in trainer.list_checkpoints(run_dir):
         _damage(path, "random bytes")
     with pytest.raises(NerfpipeError, match="no older checkpoint that loads: run `nerfpipe train --fresh`"):
-        train_stage.load_run(tiny_lego, "faults")
+        runs.load_run(tiny_lego, "faults")
 
 
 def test_a_manifest_of_the_wrong_shape_is_not_a_finished_stage(tmp_path):

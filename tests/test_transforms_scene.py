@@ -6,7 +6,6 @@ import cv2
 import numpy as np
 import pytest
 from conftest import TINY_NERF
-import torch
 
 from nerfpipe.cache import load_manifest
 from nerfpipe.cameras.conventions import PinholeCamera, read_transforms, write_transforms

@@ -70,7 +70,8 @@ def _render_seconds(scene: Path, run: str) -> dict:
     import torch
 
     from nerfpipe.nerf.models import chunk_size, model_device, render_image
-    from nerfpipe.stages.train import detect_source, load_run, load_scene
+    from nerfpipe.stages.runs import load_run
+    from nerfpipe.stages.train import detect_source, load_scene
 
     model, recipe, meta = load_run(scene, run)
     data = load_scene(scene, recipe, detect_source(scene, recipe))

@@ -76,7 +76,8 @@ def compare_with_reference(scene: Path, fox: Path, sources: list[str]) -> dict:
 
 def held_out(scene: Path, run: str) -> list[str]:
     """Names of the views the run's evaluation scored."""
-    from nerfpipe.stages.train import EVAL_METRICS, run_dir
+    from nerfpipe.stages.runs import run_dir
+    from nerfpipe.stages.train import EVAL_METRICS
 
     return [Path(v["name"]).name for v in json.loads((run_dir(scene, run) / EVAL_METRICS).read_text())["views"]]
 
@@ -85,7 +86,7 @@ def arc_check(scene: Path, run: str) -> dict:
     """Does the rendered path stay inside the azimuth range that the training cameras covered?"""
     from nerfpipe.cameras.paths import Ring, azimuths, covered_arc
     from nerfpipe.stages.render import camera_path
-    from nerfpipe.stages.train import run_dir
+    from nerfpipe.stages.runs import run_dir
 
     meta = json.loads((run_dir(scene, run) / "dataset.json").read_text())
     cams = np.asarray(meta["c2w"], dtype=np.float64)

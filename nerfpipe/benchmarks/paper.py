@@ -112,6 +112,7 @@ def train_and_score(scene: Path, recipe_name: str, overrides: list[str], iters: 
     import torch
 
     from nerfpipe.progress import Reporter
+    from nerfpipe.stages import runs
     from nerfpipe.stages import train as train_stage
 
     if torch.cuda.is_available():
@@ -120,8 +121,8 @@ def train_and_score(scene: Path, recipe_name: str, overrides: list[str], iters: 
                                      overrides=(*overrides, f"training.iters={iters}", f"training.checkpoint_every={max(1000, iters)}"))
     outcome = train_stage.run(params, Reporter())
     result = outcome.train.result
-    metrics = json.loads((train_stage.run_dir(scene, recipe_name) / train_stage.EVAL_METRICS).read_text())
-    log = [json.loads(line) for line in (train_stage.run_dir(scene, recipe_name) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    metrics = json.loads((runs.run_dir(scene, recipe_name) / train_stage.EVAL_METRICS).read_text())
+    log = [json.loads(line) for line in (runs.run_dir(scene, recipe_name) / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return {
         "recipe": recipe_name,
         "overrides": overrides,

@@ -196,13 +196,13 @@ def run_field(params: FieldExportParams, reporter: Reporter | None = None) -> St
     from nerfpipe.nerf.geometry import density_grid, depth_points, extract_mesh, points_level, surface_level
     from nerfpipe.nerf.models import Model, render_image
     from nerfpipe.nerf.trainer import pick_device
-    from nerfpipe.stages import train
+    from nerfpipe.stages import runs, train
 
     reporter = reporter or Reporter()
     scene = scene_layout.require_folder(Path(params.scene), "The scene folder", "pass a folder you trained a run in")
     if params.resolution < 8:
         raise NerfpipeError(f"A mesh resolution of {params.resolution} is too coarse: use 8 or more, such as 256.")
-    run_name = train.find_run(scene, params.run)
+    run_name = runs.find_run(scene, params.run)
     if run_name in CAMERA_OUTPUTS:
         raise NerfpipeError(f"A run named {run_name!r} would export into exports/{run_name}/, which holds the camera "
                             "export of that name: train it again under another --run name to export it.")
@@ -212,7 +212,7 @@ def run_field(params: FieldExportParams, reporter: Reporter | None = None) -> St
                      params={"resolution": params.resolution}, outputs=[rel])
 
     def body(out: Path) -> dict:
-        model, recipe, meta = train.load_run(scene, run_name, device, reporter)
+        model, recipe, meta = runs.load_run(scene, run_name, device, reporter)
         if type(model).field_at is Model.field_at:
             raise NerfpipeError(f"Run {run_name}'s model ({recipe.model}) cannot be read at points, so it gives no mesh: "
                                 "export a run of the fast or the paper recipe.")

@@ -30,7 +30,7 @@ from nerfpipe.nerf.models import render_image
 from nerfpipe.nerf.trainer import pick_device
 from nerfpipe.progress import Reporter
 from nerfpipe.stages.results import RenderResult
-from nerfpipe.stages.train import load_run
+from nerfpipe.stages.runs import load_run
 from nerfpipe.video import VideoWriter, colorize_depth, depth_range, to_uint8
 
 VERSION = "2"

@@ -30,7 +30,7 @@ import shutil
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Literal, Sequence
 
@@ -387,8 +387,9 @@ class SparseModel:
     """Registered image names, in natural order."""
     w2c_cv: np.ndarray
     """(N, 3, 4) COLMAP world-to-camera."""
-    camera_params: np.ndarray
-    """(N, P) each image's camera parameters in the model's pixels (SIMPLE_RADIAL: f, cx, cy, k)."""
+    intrinsics: list[dict[str, float]]
+    """Each image's camera in the model's pixels as OPENCV keys (fl_x, fl_y, cx, cy, k1, ...;
+    :func:`opencv_intrinsics`), read by the camera model's parameter names; [] for a model OPENCV cannot hold."""
     camera_model: str
     camera_ids: list[int]
     image_size: tuple[int, int]
@@ -400,9 +401,6 @@ class SparseModel:
     mean_reprojection_error: float
     """Pixels of the model's images."""
     observations: int
-    intrinsics: list[dict[str, float]] = field(default_factory=list)
-    """Each image's camera as OPENCV keys (fl_x, fl_y, cx, cy, k1, ...; :func:`opencv_intrinsics`), read by the
-    model's parameter names; [] for a camera model that OPENCV cannot hold."""
 
 
 def sparse_model(rec: pycolmap.Reconstruction) -> SparseModel:
@@ -424,7 +422,7 @@ def sparse_model(rec: pycolmap.Reconstruction) -> SparseModel:
     return SparseModel(
         names=[im.name for im in images],
         w2c_cv=w2c,
-        camera_params=np.stack([np.asarray(c.params, dtype=np.float64) for c in cams]),
+        intrinsics=[opencv_intrinsics(c) for c in cams] if cams[0].model_name in OPENCV_MODELS else [],
         camera_model=models.pop(),
         camera_ids=[int(im.camera_id) for im in images],
         image_size=sizes.pop(),
@@ -432,7 +430,6 @@ def sparse_model(rec: pycolmap.Reconstruction) -> SparseModel:
         point_images=seen,
         mean_reprojection_error=float(rec.compute_mean_reprojection_error()),
         observations=int(rec.compute_num_observations()),
-        intrinsics=[opencv_intrinsics(c) for c in cams] if cams and cams[0].model_name in OPENCV_MODELS else [],
     )
 
 

@@ -35,7 +35,8 @@ What stops (one sentence, none of the stage's outputs written) and what warns:
 | COLMAP split the photos into several models | warn, keep the largest (naming the photos left out, if any) |
 | the pose check finds doubtful photos, or the whole capture inconsistent | warn, naming the photos and what to do |
 
-The manifest's ``result`` is the contract with later stages: ``images`` (registered names in
+The stage's result (:class:`nerfpipe.stages.results.PosesResult`, read back with
+``load_result(scene, "poses")``) is the contract with later stages: ``images`` (registered names in
 ``images/``, in natural order: the rows of poses_bounds.npy), ``stems`` (their stems, for ``images_k/``),
 ``unregistered``, ``hwf`` and the report figures.
 """

@@ -83,6 +83,7 @@ class StageResult:
     manifest: dict
     result_type: Any = None
     """The stage's result type (a class with ``from_dict``, see ``stages.results``), or None."""
+    scene: Path = Path(".")
 
     @property
     def result(self) -> dict:
@@ -91,14 +92,24 @@ class StageResult:
 
     @property
     def value(self) -> Any:
-        """The result as its type (``result_type.from_dict``)."""
+        """The result as its type (see :func:`typed_result`)."""
         if self.result_type is None:
             raise TypeError(f"the {self.name} stage did not name its result type")
-        return self.result_type.from_dict(self.result)
+        return typed_result(self.scene, self.name, self.result, self.result_type)
 
     @property
     def seconds(self) -> float:
         return float(self.manifest.get("seconds", 0.0))
+
+
+def typed_result(scene: Path, name: str, result: dict, result_type: Any) -> Any:
+    """``result_type.from_dict(result)`` for the manifest of stage ``name``; a manifest of the same stage
+    version that lacks a field of the type (an older nerfpipe wrote it) is a sentence saying how to redo it."""
+    try:
+        return result_type.from_dict(result)
+    except KeyError as e:
+        raise NerfpipeError(f"The {name} stage of {scene} was recorded by another nerfpipe version (no {e} in its "
+                            f"manifest): run `{stage_command(name, scene, redo=True)}` to redo it.") from None
 
 
 def manifest_path(scene: Path, name: str) -> Path:
@@ -368,7 +379,7 @@ def run_stage(
     require_folder(Path(scene), "The scene folder", "create it or pass another --scene")
     with scene_lock(scene, reporter):
         res = _run_stage(Path(scene), spec, body, force=force)
-    return dataclasses.replace(res, result_type=result_type)
+    return dataclasses.replace(res, result_type=result_type, scene=Path(scene))
 
 
 def _json_result(result: Any) -> dict:

@@ -14,7 +14,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from nerfpipe import __version__
-from nerfpipe.cameras.scene_type import SceneKind
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.progress import CONSOLE, ERR_CONSOLE, RichReporter
 
@@ -24,6 +23,8 @@ MatcherChoice = Literal["auto", "exhaustive", "sequential"]
 """``stages.poses.Matcher`` (spelt here so that --help needs no pycolmap; tests/test_cli_choices.py keeps them equal)."""
 LossChoice = Literal["mse", "smooth_l1", "l1"]
 """``nerf.models.LossKind`` (spelt here so that --help needs no torch; kept equal by the same test)."""
+SceneChoice = Literal["forward", "arc", "360"]
+"""``cameras.scene_type.SceneKind`` (the cameras package imports torch; kept equal by the same test)."""
 DEVICE_METAVAR = "<auto|cpu|cuda[:N]|mps>"
 
 app = typer.Typer(
@@ -261,7 +262,7 @@ def train(
     device: str = typer.Option("auto", "--device", metavar=DEVICE_METAVAR, help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps."),
     no_eval: bool = typer.Option(False, "--no-eval", help="Do not render and score the held-out views at the end."),
     tf32: bool = typer.Option(False, "--tf32", help="On an NVIDIA GPU, matrix products in TF32 while training: faster, same PSNR as measured (default fp32, as the paper)."),
-    scene_type: Optional[SceneKind] = typer.Option(None, "--scene-type", help="forward, arc or 360 (default: decided from the cameras)."),
+    scene_type: Optional[SceneChoice] = typer.Option(None, "--scene-type", help="forward, arc or 360 (default: decided from the cameras)."),
 ) -> None:
     """Train a NeRF on a scene into runs/RUN/ (resumes; --fresh starts over), then evaluate the held-out views."""
     from nerfpipe.stages import train as stage
@@ -386,7 +387,7 @@ def all_(
     frames: Optional[int] = typer.Option(None, "--frames", help="Frames of the video (default 120)."),
     device: str = typer.Option("auto", "--device", metavar=DEVICE_METAVAR, help="auto (cuda, then mps, then cpu), cpu, cuda, mps."),
     tf32: bool = typer.Option(False, "--tf32", help="On an NVIDIA GPU, matrix products in TF32 while training (faster; default fp32)."),
-    scene_type: Optional[SceneKind] = typer.Option(None, "--scene-type", help="forward, arc or 360 (default: decided from the cameras)."),
+    scene_type: Optional[SceneChoice] = typer.Option(None, "--scene-type", help="forward, arc or 360 (default: decided from the cameras)."),
     masks: Optional[Path] = typer.Option(None, "--masks", help="Folder of object masks, one per photo named by its stem (white = object): SfM sees only the object."),
 ) -> None:
     """Photos -> video: ingest, poses, train and render, each one cached (a second run only says so)."""

@@ -19,6 +19,7 @@ def test_the_cli_choices_are_the_library_types():
     assert typing.get_args(cli.LossChoice) == typing.get_args(LossKind)
     assert [c.replace("-", "_") for c in typing.get_args(cli.CameraChoice)] == list(typing.get_args(colmap.CameraMode))
     assert typing.get_args(SceneKind) == SCENE_KINDS
+    assert typing.get_args(cli.SceneChoice) == typing.get_args(SceneKind)
 
 
 def test_help_shows_the_values_and_a_wrong_one_is_refused(tmp_path):

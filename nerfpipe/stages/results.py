@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from nerfpipe.cache import load_manifest, require_manifest, stage_command
-from nerfpipe.errors import NerfpipeError
+from nerfpipe.cache import load_manifest, require_manifest, typed_result
 
 T = TypeVar("T")
 
@@ -304,7 +303,7 @@ class FieldExportResult(Record):
 # reading
 
 _BY_NAME: dict[str, type[Record]] = {"ingest": IngestResult, "poses": PosesResult, "report": ReportResult,
-                                     "import-colmap": ColmapSourceResult}
+                                     "import-colmap": ColmapSourceResult, "export": CameraExportResult}
 _BY_PREFIX: dict[str, type[Record]] = {"train-": TrainResult, "eval-": EvalResult, "render-": RenderResult,
                                        "export-": FieldExportResult, "undistort-": UndistortResult}
 
@@ -316,8 +315,6 @@ def result_type(stage: str) -> type[Record]:
     for prefix, kind in _BY_PREFIX.items():
         if stage.startswith(prefix):
             return kind
-    if stage == "export":
-        return CameraExportResult
     raise KeyError(f"no result type for the stage {stage!r}")
 
 
@@ -330,18 +327,10 @@ def load_result(scene: Path, stage: str) -> Any:
     manifest = load_manifest(Path(scene), stage)
     if manifest is None:
         return None
-    return _typed(Path(scene), stage, manifest["result"])
+    return typed_result(Path(scene), stage, manifest["result"], result_type(stage))
 
 
 def require_result(scene: Path, stage: str, needed_by: str) -> Any:
     """:func:`load_result`, and a sentence that says which command to run first when ``stage`` never finished."""
-    return _typed(Path(scene), stage, require_manifest(Path(scene), stage, needed_by)["result"])
-
-
-def _typed(scene: Path, stage: str, data: dict) -> Any:
-    try:
-        return result_type(stage).from_dict(data)
-    except (KeyError, TypeError) as e:
-        raise NerfpipeError(f"The {stage} stage of {scene} was recorded by another nerfpipe version (no {e} in its "
-                            f"manifest): run `{stage_command(stage, scene, redo=True)}` to redo it.") from None
+    return typed_result(Path(scene), stage, require_manifest(Path(scene), stage, needed_by)["result"], result_type(stage))
 

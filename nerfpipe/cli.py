@@ -95,6 +95,17 @@ def _one_scene(scene_arg: Optional[Path], scene_opt: Optional[Path]) -> Path:
     return scene_arg or scene_opt or Path(".")
 
 
+def _device(name: str) -> str:
+    """--device, checked before any work starts (the library's sentence, with the flag it came from)."""
+    from nerfpipe.device import pick_device
+
+    try:
+        pick_device(name)
+    except NerfpipeError as e:
+        raise NerfpipeError(f"--device {e.sentence}") from None
+    return name
+
+
 def _size(size) -> str:
     return f"{size[0]}x{size[1]}"
 
@@ -269,7 +280,7 @@ def train(
 
     params = stage.TrainParams(
         scene=scene, recipe=recipe, overrides=_train_overrides(sets, iters, minutes, factor, loss, batch_rays, seed),
-        run=run, fresh=fresh, device=device, evaluate=not no_eval, scene_type=scene_type, tf32=tf32,
+        run=run, fresh=fresh, device=_device(device), evaluate=not no_eval, scene_type=scene_type, tf32=tf32,
     )
     outcome = stage.run(params, RichReporter())
     r = outcome.train.value
@@ -308,9 +319,9 @@ def eval_(
     force: bool = typer.Option(False, "--force", help="Render and score again even if up to date."),
 ) -> None:
     """Render the held-out views of a run to runs/RUN/test/ and write PSNR, SSIM and LPIPS to runs/RUN/metrics.json."""
-    from nerfpipe.stages import train as stage
+    from nerfpipe.stages import evaluation as stage
 
-    res = stage.run_eval(stage.EvalParams(scene=scene, run=run, device=device, chunk=chunk, force=force), RichReporter())
+    res = stage.run_eval(stage.EvalParams(scene=scene, run=run, device=_device(device), chunk=chunk, force=force), RichReporter())
     _print_eval(scene, res)
 
 
@@ -330,7 +341,7 @@ def render(
     from nerfpipe.stages import render as stage
 
     params = stage.RenderParams(scene=scene, run=run, factor=factor, frames=frames, fps=fps, frames_dir=frames_dir,
-                                device=device, force=force)
+                                device=_device(device), force=force)
     res = stage.run(params, RichReporter())
     r = res.value
     state = "up to date" if not res.ran else f"{r.seconds_per_frame:.2f} s/frame on {r.device}"
@@ -364,7 +375,7 @@ def export(
         CONSOLE.print(f"export ({state}): {r.points} points and {r.frames} cameras in {scene / r.folder} "
                       f"(sparse_pc.ply, nerfstudio/, colmap/, instant-ngp/ with aabb_scale {r.aabb_scale}).")
     if trained:
-        res = stage.run_field(stage.FieldExportParams(scene=scene, run=run, resolution=resolution, device=device,
+        res = stage.run_field(stage.FieldExportParams(scene=scene, run=run, resolution=resolution, device=_device(device),
                                                       force=force), RichReporter())
         r = res.value
         state = "up to date" if not res.ran else f"{res.seconds:.1f} s"
@@ -395,7 +406,7 @@ def all_(
 
     overrides = _train_overrides(sets, iters, minutes, None, None, None, None)
     params = pipeline.AllParams(source=source, scene=scene, recipe=recipe, overrides=overrides, factor=factor,
-                                frames=frames, device=device, tf32=tf32, scene_type=scene_type, masks=masks)
+                                frames=frames, device=_device(device), tf32=tf32, scene_type=scene_type, masks=masks)
     lines = pipeline.run(params, RichReporter())
     table = Table(show_header=True, header_style="bold")
     for column in ("stage", "", "time", "result"):

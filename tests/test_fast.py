@@ -17,6 +17,7 @@ from nerfpipe.nerf.grid import VMEncoding, interpolate, line_corners, plane_corn
 from nerfpipe.nerf.models import RayBundle, SceneBox, get_model, render_image
 from nerfpipe.progress import RecordingReporter
 from nerfpipe.recipes import default_recipe_name, dump_recipe, load_recipe
+from nerfpipe.stages import runs
 from nerfpipe.stages import train as stage
 
 NDC_BOX = SceneBox("ndc", ((-1.5, -1.6, -1.05), (1.5, 1.6, 1.05)), 0.0, 1.0, False)
@@ -206,7 +207,7 @@ def test_short_fast_training_on_fern_lowers_the_loss_and_evaluates(tiny_fern):
     assert lines[-1]["photometric"] < 0.6 * lines[0]["photometric"]
     assert out.train.result["model"] == "fast" and out.train.result["steps"] == 60
     assert out.eval.result["mean"]["psnr"] > 15.0
-    model, recipe, meta = stage.load_run(tiny_fern, "f")
+    model, recipe, meta = runs.load_run(tiny_fern, "f")
     assert isinstance(model, FastModel) and int(model.field.level) == 1 and recipe.model_config.samples == 32
 
 

@@ -29,7 +29,7 @@ from nerfpipe.errors import NerfpipeError
 from nerfpipe.nerf import trainer
 from nerfpipe.progress import RecordingReporter
 from nerfpipe.recipes import load_recipe
-from nerfpipe.stages import ingest, poses
+from nerfpipe.stages import evaluation, ingest, poses
 from nerfpipe.stages import runs
 from nerfpipe.stages import train as train_stage
 
@@ -141,7 +141,7 @@ def test_training_resumes_past_a_damaged_checkpoint_and_sets_aside_an_untrusted_
     assert runs.find_run(tiny_lego, None) == "faults"
     with pytest.raises(NerfpipeError, match=r"There is no run 'nosuch' in .*runs \(runs there: faults\): train it "
                                             r"with `nerfpipe train .* --run nosuch`"):
-        train_stage.run_eval(train_stage.EvalParams(scene=tiny_lego, run="nosuch", device="cpu"))
+        evaluation.run_eval(evaluation.EvalParams(scene=tiny_lego, run="nosuch", device="cpu"))
     # every checkpoint damaged: loading the run is one sentence
     for path in trainer.list_checkpoints(run_dir):
         _damage(path, "random bytes")

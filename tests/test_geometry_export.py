@@ -24,6 +24,7 @@ from nerfpipe.nerf.geometry import (MESH_OPACITY, MESH_SCALE, density_grid, dept
 from nerfpipe.nerf.models import Model, RayBundle, RenderOutput, SceneBox, build_model
 from nerfpipe.progress import RecordingReporter
 from nerfpipe.recipes import load_recipe
+from nerfpipe.stages import evaluation
 from nerfpipe.stages import train as train_stage
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -222,10 +223,10 @@ def test_depth_figure_of_a_plane_at_a_known_depth(ndc):
                      scene_box=box)
     gx, gy = np.meshgrid(np.linspace(-3.0, 3.0, 12), np.linspace(-2.0, 2.0, 9))
     points = np.stack([gx.ravel(), gy.ravel(), np.full(gx.size, -4.0)], 1)  # 108 points, some outside the view
-    exact = train_stage.view_depth(Plane(4.0, ndc), data, 0, points)
+    exact = evaluation.view_depth(Plane(4.0, ndc), data, 0, points)
     assert 40 < exact["depth_points"] < 108
     assert exact["depth_rel_error_median"] == pytest.approx(0.0, abs=1e-5) and exact["depth_within_2pct"] == 1.0
-    near = train_stage.view_depth(Plane(4.0 * 0.97, ndc), data, 0, points)
+    near = evaluation.view_depth(Plane(4.0 * 0.97, ndc), data, 0, points)
     assert near["depth_rel_error_median"] == pytest.approx(0.03, abs=1e-4)
     assert near["depth_within_2pct"] == 0.0 and near["depth_within_5pct"] == 1.0
 
@@ -234,5 +235,5 @@ def test_depth_figure_of_a_plane_at_a_known_depth(ndc):
             out = super().render(rays, train=train)
             return RenderOutput(out.rgb, out.depth * 0, out.acc * 0)
 
-    empty = train_stage.view_depth(Empty(4.0, ndc), data, 0, points)
+    empty = evaluation.view_depth(Empty(4.0, ndc), data, 0, points)
     assert empty["depth_rel_error_median"] == 1.0 and empty["depth_within_5pct"] == 0.0

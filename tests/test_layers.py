@@ -2,8 +2,8 @@
 
 1. ``errors``, ``scene``, ``io``: the error type, the scene folder's names, atomic writes and PNGs;
    nothing of nerfpipe below them.
-2. ``cameras``, ``colmap``, ``photos``, ``progress``: conventions and paths, the one pycolmap adapter,
-   reading photos, progress reporting. Plain functions over arrays and files.
+2. ``cameras``, ``colmap``, ``photos``, ``progress``, ``device``: conventions and paths, the one pycolmap
+   adapter, reading photos, progress reporting, the torch device. Plain functions over arrays and files.
 3. ``cache``, ``frames``, ``video``, ``nerf``: the stage cache; video in and out; the NeRF itself
    (fields, samplers, rendering, metrics, and the trainer, which takes a dataset protocol and its own
    config and so imports neither datasets nor recipes).
@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = [
     ("errors", "scene", "io", "__init__", "__version__"),
-    ("cameras", "colmap", "photos", "progress"),
+    ("cameras", "colmap", "photos", "progress", "device"),
     ("cache", "frames", "video", "nerf"),
     ("datasets", "recipes"),
     ("stages",),

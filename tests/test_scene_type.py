@@ -67,7 +67,7 @@ def normalize_rows(v):
 
 def _llff_scene(tmp_path, c2w_gl: np.ndarray):
     from nerfpipe.cameras import llff_from_gl, write_poses_bounds
-    from nerfpipe.stages.train import Source
+    from nerfpipe.stages.sources import Source
 
     hwf = np.broadcast_to(np.array([[368.0], [496.0], [400.0]]), (len(c2w_gl), 3, 1))
     write_poses_bounds(tmp_path / "poses_bounds.npy", np.concatenate([llff_from_gl(c2w_gl[:, :3]), hwf], axis=2),

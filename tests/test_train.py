@@ -7,11 +7,15 @@ import numpy as np
 import pytest
 from conftest import TINY_NERF, published_fern
 import torch
+from typer.testing import CliRunner
 
 from nerfpipe.cache import load_manifest
+from nerfpipe.cli import app
+from nerfpipe.device import pick_device
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.nerf import trainer
 from nerfpipe.progress import RecordingReporter
+from nerfpipe.stages import runs
 from nerfpipe.stages import train as stage
 
 TINY = TINY_NERF
@@ -64,7 +68,7 @@ def test_blender_training_lowers_loss_then_eval_writes_renders(tiny_lego):
     again = stage.run(_params(tiny_lego, "iters=80", "log_every=10", "precrop_iters=10"), RecordingReporter())
     assert not again.train.ran and not again.eval.ran
     # load_run gives the render stage the model and the cameras
-    model, recipe, meta = stage.load_run(tiny_lego, "t", "cpu")
+    model, recipe, meta = runs.load_run(tiny_lego, "t", "cpu")
     assert recipe.training.iters == 80 and meta["step"] == 80 and len(meta["c2w"]) == 10 and meta["ndc"] is False
 
 
@@ -162,12 +166,21 @@ def test_scene_without_cameras_says_what_to_run(tmp_path):
 
 
 def test_device_choice_is_checked():
-    assert trainer.pick_device("cpu").type == "cpu"
+    assert pick_device("cpu").type == "cpu"
     with pytest.raises(NerfpipeError, match="not a device"):
-        trainer.pick_device("gpu")
+        pick_device("gpu")
     if not torch.cuda.is_available():
         with pytest.raises(NerfpipeError, match="CUDA"):
-            trainer.pick_device("cuda")
+            pick_device("cuda")
+
+
+def test_the_cli_names_the_device_flag_the_library_does_not(tmp_path):
+    with pytest.raises(NerfpipeError) as caught:
+        pick_device("gpu")
+    assert "--device" not in caught.value.sentence  # a Python caller has no flag to change
+    result = CliRunner().invoke(app, ["train", str(tmp_path), "--device", "gpu"])
+    assert result.exit_code == 1 and "--device 'gpu' is not a device" in " ".join(result.output.split()), result.output
+    assert not (tmp_path / "runs").exists()
 
 
 def test_tf32_flag_is_restored_after_training_and_on_errors():

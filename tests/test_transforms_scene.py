@@ -15,7 +15,7 @@ from nerfpipe.cameras.undistort import border_inside, source_pixels
 from nerfpipe.datasets.transforms import load_transforms, scene_cameras
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.progress import RecordingReporter
-from nerfpipe.stages import train, undistort
+from nerfpipe.stages import sources, train, undistort
 
 TINY = TINY_NERF
 
@@ -206,18 +206,18 @@ def test_own_scene_with_lens_distortion_trains_on_undistorted_images(fern_posed)
     cam = read_transforms(scene / "transforms.json").cameras[0]
     assert res.result["camera"]["model"] == "SIMPLE_RADIAL" and abs(cam.k1) > 1e-3, res.result["camera"]
     recipe = load_recipe("fast", ["data.factor=8"])
-    source = train.detect_source(scene, recipe)
+    source = sources.detect_source(scene, recipe)
     assert source.undistort
-    data = train.load_scene(scene, recipe, source, RecordingReporter())
+    data = sources.load_scene(scene, recipe, source, RecordingReporter())
     prepared = load_manifest(scene, "undistort-8")["result"]
     assert prepared["undistorted"] and data.source["undistorted"] and data.source["images"] == "images_undistorted_8"
     assert data.focal == pytest.approx(prepared["focal"]) and [data.width, data.height] == prepared["size"]
     poses_llff, _ = read_poses_bounds(scene / "poses_bounds.npy")
     assert data.c2w.shape[0] == poses_llff.shape[0] == 20
     as_before = load_recipe("fast", ["data.factor=8", "data.undistort=false"])  # as if pinhole, for comparison
-    plain_source = train.detect_source(scene, as_before)
+    plain_source = sources.detect_source(scene, as_before)
     assert not plain_source.undistort
-    plain_data = train.load_scene(scene, as_before, plain_source, RecordingReporter())
+    plain_data = sources.load_scene(scene, as_before, plain_source, RecordingReporter())
     assert plain_data.source["images"] == "images_8" and not plain_data.source["undistorted"]
     assert plain_data.focal == pytest.approx(poses_llff[0, 2, 4] / 8)
 

@@ -23,7 +23,7 @@ from nerfpipe import scene as scene_layout
 from nerfpipe.benchmarks.trust import turn_cameras
 from nerfpipe.photos import object_mask, read_photo
 from nerfpipe.progress import RecordingReporter
-from nerfpipe.stages import ingest, poses, report
+from nerfpipe.stages import evaluation, ingest, poses, report
 from nerfpipe.stages import train as train_stage
 from nerfpipe.stages.results import load_result
 
@@ -176,14 +176,14 @@ def test_pose_check_passes_real_sfm_and_names_cameras_turned_on_purpose(fern_pos
 
 def test_verdict_by_hand():
     views = [{"name": "a.png", "psnr": 24.0}, {"name": "b.png", "psnr": 23.0}]
-    assert train_stage.verdict(views, 26.5)["result"] == "good"
-    poor = train_stage.verdict([{"name": "a.png", "psnr": 14.0}, {"name": "b.png", "psnr": 15.5}], 25.0)
-    assert poor["result"] == "poor" and poor["worst_views"] == ["a.png", "b.png"] and poor["gap_db"] == pytest.approx(10.25)
-    assert "poses are probably inconsistent" in poor["sentence"] and "a.png (14.0 dB)" in poor["sentence"]
-    one = train_stage.verdict([{"name": "a.png", "psnr": 24.0}, {"name": "b.png", "psnr": 17.0}], 25.0)
-    assert one["result"] == "doubtful_views" and one["worst_views"] == ["b.png"]
-    assert train_stage.verdict([], 25.0) is None
-    assert train_stage.verdict_train_views(list(range(1, 20)), [0]) == [4, 10, 16]
+    assert evaluation.verdict(views, 26.5).result == "good"
+    poor = evaluation.verdict([{"name": "a.png", "psnr": 14.0}, {"name": "b.png", "psnr": 15.5}], 25.0)
+    assert poor.result == "poor" and poor.worst_views == ["a.png", "b.png"] and poor.gap_db == pytest.approx(10.25)
+    assert "poses are probably inconsistent" in poor.sentence and "a.png (14.0 dB)" in poor.sentence
+    one = evaluation.verdict([{"name": "a.png", "psnr": 24.0}, {"name": "b.png", "psnr": 17.0}], 25.0)
+    assert one.result == "doubtful_views" and one.worst_views == ["b.png"]
+    assert evaluation.verdict([], 25.0) is None
+    assert evaluation.verdict_train_views(list(range(1, 20)), [0]) == [4, 10, 16]
 
 
 def _turn_llff(poses_bounds: Path, rows: list[int], degrees: float) -> None:
@@ -219,7 +219,7 @@ def test_verdict_of_short_real_trainings_with_right_and_wrong_poses(fern_dir, tm
         verdicts[case] = json.loads((scene / "runs" / "f" / "metrics.json").read_text())["verdict"]
     right, wrong = verdicts["right"], verdicts["wrong"]
     assert right["result"] == "good" and abs(right["gap_db"]) < 3.0, right
-    assert wrong["result"] == "poor" and wrong["gap_db"] >= train_stage.POOR_GAP_DB, wrong
+    assert wrong["result"] == "poor" and wrong["gap_db"] >= evaluation.POOR_GAP_DB, wrong
     assert abs(wrong["train_psnr"] - right["train_psnr"]) < 1.5  # the training photos are fitted alike
     assert "poses are probably inconsistent" in wrong["sentence"]
     # the command says so and exits with 3 (the run up to date: nothing is trained again)

@@ -71,7 +71,7 @@ def _render_seconds(scene: Path, run: str) -> dict:
 
     from nerfpipe.nerf.models import chunk_size, model_device, render_image
     from nerfpipe.stages.runs import load_run
-    from nerfpipe.stages.train import detect_source, load_scene
+    from nerfpipe.stages.sources import detect_source, load_scene
 
     model, recipe, meta = load_run(scene, run)
     data = load_scene(scene, recipe, detect_source(scene, recipe))

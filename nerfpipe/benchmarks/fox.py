@@ -77,7 +77,7 @@ def compare_with_reference(scene: Path, fox: Path, sources: list[str]) -> dict:
 def held_out(scene: Path, run: str) -> list[str]:
     """Names of the views the run's evaluation scored."""
     from nerfpipe.stages.runs import run_dir
-    from nerfpipe.stages.train import EVAL_METRICS
+    from nerfpipe.stages.evaluation import EVAL_METRICS
 
     return [Path(v["name"]).name for v in json.loads((run_dir(scene, run) / EVAL_METRICS).read_text())["views"]]
 

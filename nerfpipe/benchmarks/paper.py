@@ -76,7 +76,7 @@ def probe(scene: Path, recipe_name: str, overrides: list[str], device, steps: in
     from nerfpipe.nerf import trainer
     from nerfpipe.nerf.models import build_model
     from nerfpipe.recipes import load_recipe
-    from nerfpipe.stages.train import detect_source, load_scene
+    from nerfpipe.stages.sources import detect_source, load_scene
 
     if load_recipe(recipe_name, overrides).model != "nerf":
         return None
@@ -113,6 +113,7 @@ def train_and_score(scene: Path, recipe_name: str, overrides: list[str], iters: 
 
     from nerfpipe.progress import Reporter
     from nerfpipe.stages import runs
+    from nerfpipe.stages.evaluation import EVAL_METRICS
     from nerfpipe.stages import train as train_stage
 
     if torch.cuda.is_available():
@@ -121,7 +122,7 @@ def train_and_score(scene: Path, recipe_name: str, overrides: list[str], iters: 
                                      overrides=(*overrides, f"training.iters={iters}", f"training.checkpoint_every={max(1000, iters)}"))
     outcome = train_stage.run(params, Reporter())
     result = outcome.train.result
-    metrics = json.loads((runs.run_dir(scene, recipe_name) / train_stage.EVAL_METRICS).read_text())
+    metrics = json.loads((runs.run_dir(scene, recipe_name) / EVAL_METRICS).read_text())
     log = [json.loads(line) for line in (runs.run_dir(scene, recipe_name) / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return {
         "recipe": recipe_name,
@@ -164,7 +165,7 @@ def main() -> None:
 
     import torch
 
-    from nerfpipe.nerf.trainer import pick_device
+    from nerfpipe.device import pick_device
 
     device = pick_device(args.device)
     scenes = {name: path for name, path in (("fern", args.fern), ("lego", args.lego)) if path is not None}

@@ -58,7 +58,7 @@ def image_files(scene: Path, factor: int, stems: list[str] | None) -> list[Path]
     if not folder.is_dir():
         raise NerfpipeError(
             f"There is no {folder.name}/ folder in {scene}: run `nerfpipe ingest PHOTOS --scene {scene} --factors {factor}` "
-            f"or choose another factor with --factor."
+            f"or train at another factor."
         )
     if stems is None:
         return [folder / name for name in list_published_images(folder)]

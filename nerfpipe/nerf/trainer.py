@@ -92,26 +92,6 @@ _SEED_STRIDE = 1_000_003
 """Per-step generators are seeded with seed * _SEED_STRIDE + step (+ a stream offset)."""
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """"auto": cuda, then mps, then cpu; otherwise the named device."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise NerfpipeError(f"--device {name!r} is not a device: use auto, cpu, cuda, cuda:1 or mps.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise NerfpipeError(f"--device {name} asks for CUDA, which this machine's torch cannot use: use --device auto or cpu.")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise NerfpipeError(f"--device {name} asks for Apple's MPS, which is not available here: use --device auto or cpu.")
-    return device
-
-
 @contextmanager
 def matmul_precision(tf32: bool) -> Iterator[None]:
     """Let CUDA matrix products use TF32 tensor cores (Ampere and newer) inside the block; restored after.

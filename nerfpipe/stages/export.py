@@ -195,8 +195,8 @@ def run_field(params: FieldExportParams, reporter: Reporter | None = None) -> St
     from nerfpipe.datasets.base import make_rays
     from nerfpipe.nerf.geometry import density_grid, depth_points, extract_mesh, points_level, surface_level
     from nerfpipe.nerf.models import Model, render_image
-    from nerfpipe.nerf.trainer import pick_device
-    from nerfpipe.stages import runs, train
+    from nerfpipe.device import pick_device
+    from nerfpipe.stages import runs, sources
 
     reporter = reporter or Reporter()
     scene = scene_layout.require_folder(Path(params.scene), "The scene folder", "pass a folder you trained a run in")
@@ -239,7 +239,7 @@ def run_field(params: FieldExportParams, reporter: Reporter | None = None) -> St
         lo, hi = lattice_box(meta)
         with reporter.task("mesh: density lattice", total=params.resolution, unit="slabs") as task:
             grid = density_grid(model, lo, hi, params.resolution, on_slab=task.advance)
-        points = train.sparse_points(scene)
+        points = sources.sparse_points(scene)
         level, level_from = None, "box"
         if points is not None:
             for step in steps:

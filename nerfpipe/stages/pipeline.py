@@ -19,7 +19,7 @@ from nerfpipe.cameras.scene_type import SceneKind
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.frames import VideoError, video_size
 from nerfpipe.photos import PhotoError, probe
-from nerfpipe.nerf.trainer import pick_device
+from nerfpipe.device import pick_device
 from nerfpipe.progress import Reporter
 from nerfpipe.recipes import has_override
 from nerfpipe.stages import ingest, poses, render, report, train

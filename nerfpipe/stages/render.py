@@ -27,7 +27,7 @@ from nerfpipe.cameras.scene_type import classify
 from nerfpipe.datasets.base import make_rays
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.nerf.models import render_image
-from nerfpipe.nerf.trainer import pick_device
+from nerfpipe.device import pick_device
 from nerfpipe.progress import Reporter
 from nerfpipe.stages.results import RenderResult
 from nerfpipe.stages.runs import load_run

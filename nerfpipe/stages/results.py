@@ -229,7 +229,7 @@ VerdictKind = Literal["good", "doubtful_views", "poor"]
 
 @dataclass(frozen=True)
 class Verdict(Record):
-    """Held-out against training PSNR (see ``stages.train.verdict``)."""
+    """Held-out against training PSNR (see ``stages.evaluation.verdict``)."""
 
     result: VerdictKind
     gap_db: float

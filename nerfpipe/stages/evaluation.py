@@ -1,0 +1,246 @@
+"""The eval stage (``nerfpipe eval``): a run's held-out views rendered, scored, and a verdict on the result.
+
+``eval-<run>``, a staged stage downstream of ``train-<run>``, renders the held-out views into
+``runs/<run>/test/`` and writes ``runs/<run>/metrics.json`` (per-view and mean PSNR, SSIM and LPIPS,
+AlexNet v0.1, as the papers report them). For a nerfpipe scene also the depth: the sparse points each
+held-out photo sees (``colmap/sparse/0``) against the rendered depth at their pixels
+(``depth_rel_error_median``, ``depth_within_2pct``, ``depth_within_5pct``, ``depth_points``; see
+:func:`view_depth`). Floaters in front of a surface show as depths that are too short. The verdict
+(:func:`verdict`) compares the held-out PSNR with training views rendered the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nerfpipe import colmap
+from nerfpipe import scene as scene_layout
+from nerfpipe.cache import StageResult, StageSpec, run_stage
+from nerfpipe.cameras.normalize import apply_to_points
+from nerfpipe.cameras.rays import NDC_NEAR, camera_pixels, world_point
+from nerfpipe.datasets.base import SceneData
+from nerfpipe.device import pick_device
+from nerfpipe.errors import NerfpipeError
+from nerfpipe.io import write_png
+from nerfpipe.nerf import trainer as trainer_mod
+from nerfpipe.nerf.metrics import Lpips, depth_agreement, psnr, ssim
+from nerfpipe.nerf.models import Model, chunk_size, render_image
+from nerfpipe.progress import Reporter
+from nerfpipe.stages.results import EvalResult, PosesResult, Verdict, load_result
+from nerfpipe.stages.runs import find_run, load_run, run_dir
+from nerfpipe.stages.sources import detect_source, load_scene
+
+EVAL_VERSION = "4"
+"""3: the training views' PSNR and the verdict (metrics.json); 4: the depth figures against the sparse points."""
+DEPTH_HIT_OPACITY = 0.5
+"""A ray of the depth figure that is less opaque than this hit nothing (as in the depth video)."""
+LPIPS_KIND = "AlexNet, linear layers v0.1 (shipped with nerfpipe)"
+TEST_DIR = "test"
+EVAL_METRICS = "metrics.json"
+VERDICT_TRAIN_VIEWS = 3
+"""Training views rendered whole at eval (evenly spaced): their PSNR is what the held-out PSNR is compared with."""
+POOR_GAP_DB = 6.0
+"""A held-out PSNR this far under the training views' PSNR means the field fits the training photos but not
+the views between them: inconsistent poses (see the verdict in metrics.json and the note of issue 12)."""
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    scene: Path = Path(".")
+    run: str | None = None
+    """Run to evaluate; default: the only run in runs/, else the default recipe's name."""
+    device: str = "auto"
+    chunk: int | None = None
+    """Rays per rendering call; default: from the free memory of the device."""
+    force: bool = False
+
+
+def run_eval(params: EvalParams, reporter: Reporter | None = None) -> StageResult:
+    """Render the held-out views of a run and score them (cached as stage ``eval-<run>``)."""
+    reporter = reporter or Reporter()
+    scene = Path(params.scene)
+    run_name = find_run(scene, params.run)
+    folder = run_dir(scene, run_name)
+    rel = folder.relative_to(scene).as_posix()
+    spec = StageSpec(
+        name=f"eval-{run_name}",
+        version=EVAL_VERSION,
+        params={},
+        upstream=[f"train-{run_name}"],
+        outputs=[f"{rel}/{TEST_DIR}", f"{rel}/{EVAL_METRICS}"],
+    )
+    device = pick_device(params.device)
+
+    def body(out: Path) -> dict:
+        model, recipe, meta = load_run(scene, run_name, device, reporter)
+        source = detect_source(scene, recipe, reporter)
+        data = load_scene(scene, recipe, source, reporter)
+        truth = sparse_depth_truth(scene, data) if source.kind == "nerfpipe" else {}
+        test_dir = out / rel / TEST_DIR
+        test_dir.mkdir(parents=True)
+        events = trainer_mod.Events(folder)  # held-out renders beside the training curves in TensorBoard
+        try:
+            result = evaluate(model, data, test_dir, device=device, chunk=params.chunk, reporter=reporter,
+                              depth_truth=truth, on_view=lambda name, rgb, target: events.images(
+                                  meta["step"], {f"heldout/{name}": torch.cat([rgb, target.to(rgb)], dim=1)}))
+        finally:
+            events.close()
+        result.update({"run": run_name, "step": meta["step"], "checkpoint": meta["checkpoint"]})
+        (out / rel / EVAL_METRICS).write_text(json.dumps(result, indent=1))
+        return {k: v for k, v in result.items() if k != "views"}
+
+    return run_stage(scene, spec, body, force=params.force, reporter=reporter, result_type=EvalResult)
+
+
+def sparse_depth_truth(scene: Path, data: SceneData) -> dict[int, np.ndarray]:
+    """{held-out view index: (P, 3) the sparse points its photo sees, in the run's normalised world} of a
+    nerfpipe scene (the held-out photos are registered, only left out of training); {} without a model."""
+    model_dir = Path(scene) / scene_layout.COLMAP / "sparse" / "0"
+    posed: PosesResult | None = load_result(scene, "poses")
+    if not model_dir.is_dir() or posed is None or not posed.stems:
+        return {}
+    try:
+        sparse = colmap.read_sparse_model(model_dir)
+    except (RuntimeError, ValueError, OSError):
+        raise NerfpipeError(f"{model_dir} cannot be read: run `nerfpipe poses {scene} --force` to redo it.") from None
+    stem_of = dict(zip(posed.images, posed.stems))
+    row_of = {stem_of.get(name, Path(name).stem): row for row, name in enumerate(sparse.names)}
+    seen: list[list[int]] = [[] for _ in sparse.names]
+    for p, rows in enumerate(sparse.point_images):
+        for row in rows:
+            seen[row].append(p)
+    truth = {}
+    for i in data.i_test:
+        row = row_of.get(Path(data.names[i]).stem)
+        if row is None or not seen[row]:
+            continue
+        points = sparse.points[seen[row]]
+        for step in data.steps:
+            points = apply_to_points(points, step)
+        truth[i] = points
+    return truth
+
+
+def view_depth(model: Model, data: SceneData, index: int, points: np.ndarray, chunk: int | None = None) -> dict:
+    """The rendered depth of view ``index`` against the depth of ``points`` (P, 3) (normalised world) in
+    its camera: the ray through each point's pixel, depth of what it hit (depth / opacity), both as
+    distance along the camera's axis; see :func:`nerfpipe.nerf.metrics.depth_agreement`."""
+    c2w = data.c2w[index].double()
+    rot, centre = c2w[:3, :3], c2w[:3, 3]
+    x, y, depth = camera_pixels((torch.from_numpy(np.asarray(points, dtype=np.float64)) - centre) @ rot,
+                                data.height, data.width, data.focal)
+    keep = (depth > 0) & (x >= 0) & (x <= data.width - 1) & (y >= 0) & (y <= data.height - 1)
+    n = int(keep.sum())
+    if n == 0:
+        return depth_agreement(torch.zeros(0), torch.zeros(0))
+    rays = data.rays(torch.full((n,), index, dtype=torch.long), x[keep].float(), y[keep].float())
+    out = render_image(model, rays, chunk)
+    hit = (out.acc >= DEPTH_HIT_OPACITY).cpu()
+    t = (out.depth / out.acc.clamp_min(1e-6)).cpu()
+    pts = (rays.origins + t[:, None] * rays.directions).double()
+    if data.ndc:
+        pts = world_point(data.height, data.width, data.focal, NDC_NEAR, pts)
+    rendered = -((pts - centre) @ rot)[:, 2]
+    return depth_agreement(torch.where(hit, rendered, torch.nan), depth[keep])
+
+
+def evaluate(model: Model, data: SceneData, test_dir: Path, *, device: torch.device, chunk: int | None = None,
+             reporter: Reporter | None = None, depth_truth: dict[int, np.ndarray] | None = None, on_view=None) -> dict:
+    """Render each held-out view to ``test_dir/<index>_<name>.png`` and score it against the photo;
+    with ``depth_truth`` ({view index: (P, 3) points in the normalised world}) also its depth
+    (:func:`view_depth`). ``on_view(name, rgb, target)`` (both (H, W, 3) in [0, 1]) gets each view as it is done."""
+    reporter = reporter or Reporter()
+    lpips = Lpips(device)
+    chunk = chunk or chunk_size(model, device)
+    views = []
+    pixels = data.height * data.width
+    t0 = time.perf_counter()
+    train_indices = verdict_train_views(data.i_train, data.i_test)
+    with reporter.task("eval", total=(len(data.i_test) + len(train_indices)) * pixels, unit="rays") as task:
+        for i in data.i_test:
+            out = render_image(model, data.image_rays(i), chunk, on_chunk=task.advance)
+            rgb = out.rgb.clamp(0.0, 1.0).reshape(data.height, data.width, 3).cpu()
+            target = data.images[i]
+            name = f"{i:03d}_{Path(data.names[i]).stem}.png"
+            write_png(test_dir / name, rgb.numpy())
+            if on_view is not None:
+                on_view(Path(name).stem, rgb, target)
+            view = {"index": i, "name": data.names[i], "file": name, "psnr": round(psnr(rgb, target), 4),
+                    "ssim": round(ssim(rgb, target), 5), "lpips": round(lpips(rgb, target), 5)}
+            if depth_truth and i in depth_truth:
+                view.update(view_depth(model, data, i, depth_truth[i], chunk))
+            views.append(view)
+        train_views = []
+        for i in train_indices:
+            out = render_image(model, data.image_rays(i), chunk, on_chunk=task.advance)
+            rgb = out.rgb.clamp(0.0, 1.0).reshape(data.height, data.width, 3).cpu()
+            train_views.append({"index": i, "name": data.names[i], "psnr": round(psnr(rgb, data.images[i]), 4)})
+    seconds = time.perf_counter() - t0
+    mean = {k: round(float(np.mean([v[k] for v in views])), 5) for k in ("psnr", "ssim", "lpips") if views and k in views[0]}
+    scored = [v for v in views if v.get("depth_points")]
+    if scored:  # per view, then the mean of the views (the points summed)
+        mean.update({k: round(float(np.mean([v[k] for v in scored])), 5)
+                     for k in ("depth_rel_error_median", "depth_within_2pct", "depth_within_5pct")})
+        mean["depth_points"] = int(sum(v["depth_points"] for v in scored))
+    train_psnr = round(float(np.mean([v["psnr"] for v in train_views])), 4) if train_views else None
+    said = verdict(views, train_psnr)
+    return {
+        "views": views,
+        "mean": mean,
+        "train_views": train_views,
+        "train_psnr": train_psnr,
+        "verdict": said.to_dict() if said is not None else None,
+        "count": len(views),
+        "size": [data.width, data.height],
+        "lpips": LPIPS_KIND,
+        "seconds": round(seconds, 3),
+        "s_per_view": round(seconds / max(1, len(views)), 3),
+        "chunk": chunk,
+    }
+
+
+def verdict_train_views(i_train: list[int], i_test: list[int]) -> list[int]:
+    """The training views whose PSNR the verdict compares with (none without held-out views)."""
+    if not i_test or not i_train:
+        return []
+    step = max(1, len(i_train) // VERDICT_TRAIN_VIEWS)
+    return list(i_train[step // 2 :: step][:VERDICT_TRAIN_VIEWS])
+
+
+def verdict(views: list[dict], train_psnr: float | None) -> Verdict | None:
+    """Is the result to be trusted? Held-out PSNR against the PSNR of training views rendered the same way.
+
+    'poor' when the mean held-out PSNR is POOR_GAP_DB or more under the training views': the field
+    reproduces the photos it was trained on and not the views between them, which is what inconsistent
+    camera poses give. Views that are that far under on their own are named even when the mean is fine.
+    None without held-out views.
+    """
+    if not views or train_psnr is None:
+        return None
+    test_psnr = float(np.mean([v["psnr"] for v in views]))
+    gap = train_psnr - test_psnr
+    worst = sorted(views, key=lambda v: v["psnr"])
+    far = [v for v in worst if train_psnr - v["psnr"] >= POOR_GAP_DB]
+    named = ", ".join(f"{v['name']} ({v['psnr']:.1f} dB)" for v in (far or worst)[:3])
+    if gap >= POOR_GAP_DB:
+        result = "poor"
+        sentence = (f"The result is poor: held-out views reach {test_psnr:.1f} dB while training views reach "
+                    f"{train_psnr:.1f} dB ({gap:.1f} dB apart), so the camera poses are probably inconsistent; the "
+                    f"worst held-out views are {named}: look at report.png for cameras out of place, and retake or "
+                    "remove the photos it flags.")
+    elif far:
+        result = "doubtful_views"
+        sentence = (f"Some held-out views are far under the training views' {train_psnr:.1f} dB: {named}; their "
+                    "cameras may be out of place (see report.png) or the capture does not cover them well.")
+    else:
+        result = "good"
+        sentence = (f"Held-out views reach {test_psnr:.1f} dB, within {max(gap, 0.0):.1f} dB of the training views' "
+                    f"{train_psnr:.1f} dB: the poses are consistent.")
+    return Verdict(result=result, gap_db=round(gap, 3), test_psnr=round(test_psnr, 4), train_psnr=train_psnr,
+                   poor_gap_db=POOR_GAP_DB, worst_views=[v["name"] for v in (far or worst)[:3]], sentence=sentence)

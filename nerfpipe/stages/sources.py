@@ -1,0 +1,153 @@
+"""Which kind of scene folder a run trains on, what its cache depends on, and its data read into tensors.
+
+Four kinds of scene folder are read:
+
+| folder | detected by | cache inputs |
+| --- | --- | --- |
+| a nerfpipe scene | ``.nerfpipe/poses.json`` | upstream stage ``poses`` (its images, in its order; when its SfM camera has lens distortion, SIMPLE_RADIAL k1 != 0, the images are undistorted by stage ``undistort-<k>`` from ``images/`` and its transforms.json) |
+| your own poses (nerfstudio / instant-ngp) | ``transforms.json`` | it and the images it names (prepared by stage ``undistort-<k>``) |
+| a published LLFF scene | ``poses_bounds.npy`` + ``images_<k>/`` | those files |
+| a Blender synthetic scene | ``transforms_train.json`` | the transforms files and the images they name |
+
+A stage module and not a dataset module: detecting a COLMAP folder brings its transforms.json up to
+date (stage ``colmap-source``) and loading a distorted capture runs stage ``undistort-<k>``; the
+``datasets`` readers below it only read files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from nerfpipe import colmap
+from nerfpipe import scene as scene_layout
+from nerfpipe.cameras import gl_from_llff
+from nerfpipe.cameras.undistort import is_plain
+from nerfpipe.datasets.base import SceneData
+from nerfpipe.datasets.blender import is_blender_folder, load_blender
+from nerfpipe.datasets.llff import image_files, load_llff, read_poses_file
+from nerfpipe.datasets.transforms import is_transforms_folder, load_transforms, read_frames
+from nerfpipe.datasets.transforms import scene_cameras as transforms_cameras
+from nerfpipe.errors import NerfpipeError
+from nerfpipe.progress import Reporter
+from nerfpipe.recipes import Recipe
+from nerfpipe.stages import colmap_source, undistort
+from nerfpipe.stages.results import IngestResult, PoseCheck, PosesResult, load_result
+
+SourceKind = Literal["nerfpipe", "transforms", "llff", "blender"]
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: SourceKind
+    """'nerfpipe', 'transforms' (transforms.json + images), 'llff' (published layout) or 'blender'."""
+    upstream: tuple[str, ...]
+    inputs: tuple[Path, ...]
+    stems: list[str] | None
+    undistort: bool = False
+    """A nerfpipe scene whose SfM camera has lens distortion: trained on the undistort stage's pinhole images."""
+
+
+def detect_source(scene: Path, recipe: Recipe, reporter: Reporter | None = None) -> Source:
+    """What kind of scene folder this is, and what the train stage's cache depends on."""
+    scene = Path(scene)
+    scene_layout.require_folder(scene, "The scene folder", "check the path")
+    poses: PosesResult | None = load_result(scene, "poses")
+    if poses is not None:
+        names = poses.images
+        if not names:
+            raise NerfpipeError(f"The poses manifest of {scene} lists no images: run `nerfpipe poses --scene {scene}` again.")
+        return Source("nerfpipe", ("poses",), (), [Path(n).stem for n in names],
+                      undistort=recipe.data.undistort and has_distortion(scene))
+    if colmap_source.is_colmap_folder(scene):  # sparse/0 + images/: its transforms.json, kept up to date
+        colmap_source.run(scene, reporter)
+        frames = read_frames(scene / scene_layout.TRANSFORMS)
+        return Source("transforms", (colmap_source.STAGE,), tuple(frames.files), None)
+    if is_transforms_folder(scene):
+        frames = read_frames(scene / scene_layout.TRANSFORMS)
+        return Source("transforms", (), (frames.path, *frames.files), None)
+    if (scene / scene_layout.POSES_BOUNDS).exists():
+        files = image_files(scene, recipe.data.factor, None)
+        return Source("llff", (), (scene / scene_layout.POSES_BOUNDS, *files), None)
+    if is_blender_folder(scene):
+        inputs = []
+        for split in ("train", "val", "test"):
+            path = scene / f"transforms_{split}.json"
+            if path.exists():
+                inputs.append(path)
+                if split != "val":
+                    for frame in json.loads(path.read_text()).get("frames", []):
+                        img = scene / frame["file_path"]
+                        inputs.append(img if img.suffix else img.with_suffix(".png"))
+        missing = [p for p in inputs if not p.exists()]
+        if missing:
+            raise NerfpipeError(f"{missing[0]} is named in the transforms files but missing: restore it or remove its frame.")
+        return Source("blender", (), tuple(inputs), None)
+    raise NerfpipeError(
+        f"{scene} has no cameras: run `nerfpipe ingest` and `nerfpipe poses` there first "
+        "(or point at a folder with transforms.json or poses_bounds.npy, or a Blender scene with transforms_train.json)."
+    )
+
+
+def has_distortion(scene: Path) -> bool:
+    """Whether the cameras the poses stage wrote (transforms.json) are not plain pinholes (SIMPLE_RADIAL k1 != 0)."""
+    path = Path(scene) / scene_layout.TRANSFORMS
+    if not path.is_file():
+        return False
+    return not all(is_plain(c) for c in read_frames(path).transforms.cameras)
+
+
+def scene_cameras(scene: Path, source: Source) -> np.ndarray | None:
+    """(N, 3, 4) OpenGL camera-to-world of a photo scene's cameras (any world frame); None for a Blender scene."""
+    if source.kind in ("nerfpipe", "llff"):
+        poses_llff, _ = read_poses_file(Path(scene) / scene_layout.POSES_BOUNDS)
+        return gl_from_llff(poses_llff)
+    if source.kind == "transforms":
+        return transforms_cameras(scene)
+    return None
+
+
+def object_on_white(scene: Path, source: Source) -> bool:
+    """A nerfpipe scene whose photos ingest found cut out on white (or on transparency)."""
+    if source.kind != "nerfpipe":
+        return False
+    ingest: IngestResult | None = load_result(scene, "ingest")
+    return ingest is not None and ingest.background_kind in ("white", "cut_out")
+
+
+def sparse_points(scene: Path) -> np.ndarray | None:
+    """(P, 3) points of a nerfpipe scene's sparse model (COLMAP's world, the world of poses_bounds.npy), or None."""
+    model_dir = Path(scene) / scene_layout.COLMAP / "sparse" / "0"
+    if not model_dir.is_dir():
+        return None
+    try:
+        return colmap.read_sparse_model(model_dir).points
+    except (RuntimeError, ValueError, OSError):
+        raise NerfpipeError(f"{model_dir} cannot be read: run `nerfpipe poses {scene} --force` to redo it.") from None
+
+
+def load_scene(scene: Path, recipe: Recipe, source: Source, reporter: Reporter | None = None) -> SceneData:
+    d = recipe.data
+    if source.kind == "blender":
+        return load_blender(scene, half_res=d.half_res, white_background=d.white_bkgd)
+    if source.kind == "transforms":
+        undistort.run(undistort.UndistortParams(scene=scene, factor=d.factor), reporter)
+        return load_transforms(scene, factor=d.factor, llffhold=d.llffhold, ndc=d.ndc, spherify=d.spherify,
+                               bd_factor=d.bd_factor, white_background=d.white_bkgd)
+    points = sparse_points(scene) if d.object and source.kind == "nerfpipe" else None
+    prepared = undistort.run(undistort.UndistortParams(scene=scene, factor=d.factor), reporter).result if source.undistort else None
+    return load_llff(scene, factor=d.factor, llffhold=d.llffhold, ndc=d.ndc, spherify=d.spherify,
+                     bd_factor=d.bd_factor, white_background=d.white_bkgd, stems=source.stems, object_points=points,
+                     prepared=prepared)
+
+
+def pose_check_of(scene: Path, source: Source) -> PoseCheck | None:
+    """The poses stage's pose check of a nerfpipe scene (None for other scenes, or before the check existed)."""
+    if source.kind != "nerfpipe":
+        return None
+    posed: PosesResult | None = load_result(scene, "poses")
+    return posed.pose_check if posed is not None else None

@@ -31,3 +31,4 @@ def test_help_shows_the_values_and_a_wrong_one_is_refused(tmp_path):
     refused = runner.invoke(cli.app, ["train", str(tmp_path), "--scene-type", "sideways"], env={"COLUMNS": "200"})
     assert refused.exit_code == 2 and "'sideways' is not one of 'forward', 'arc', '360'" in refused.output
     assert "Traceback" not in refused.output and list(tmp_path.iterdir()) == []
+

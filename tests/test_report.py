@@ -350,3 +350,14 @@ def test_unregistered_reasons_on_a_real_scene(tmp_path, lego_dir, fox_dir):
                                                   "matches too few other photos")
     assert "(photos 7 to 9, fox_0001.jpg to fox_0007.jpg) because they match each other but none of the rest" in (
         unregistered[1]["sentence"])
+
+
+def test_every_problem_the_report_makes_is_a_problem_kind():
+    import ast
+    from typing import get_args
+
+    kinds = set(get_args(rp.ProblemKind))
+    tree = ast.parse(Path(rp.__file__).read_text())
+    made = {node.args[0].value for node in ast.walk(tree) if isinstance(node, ast.Call)
+            and getattr(node.func, "id", None) == "Problem" and isinstance(node.args[0], ast.Constant)}
+    assert len(made) >= 8 and made <= kinds, made - kinds

@@ -36,7 +36,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import cv2
 import numpy as np
@@ -159,11 +159,14 @@ class PhotoStats:
     """For a video frame: the clip, frame index and time ingest recorded."""
 
 
+ProblemKind = Literal["unregistered", "doubtful_poses", "inconsistent_poses", "blurred", "under_exposed",
+                      "over_exposed", "darker", "brighter", "hardly_moved", "few_neighbours", "few_points",
+                      "few_scene_points"]
+
+
 @dataclass(frozen=True)
 class Problem:
-    kind: str
-    """unregistered, doubtful_poses, inconsistent_poses, blurred, under_exposed, over_exposed, darker,
-    brighter, hardly_moved, few_neighbours, few_points, few_scene_points."""
+    kind: ProblemKind
     photos: tuple[int, ...]
     """Photo numbers (1-based) it is about; empty for the whole scene."""
     sentence: str
@@ -341,7 +344,8 @@ def exposure_problems(photos: Sequence[PhotoStats]) -> list[Problem]:
         out.append(Problem("over_exposed", tuple(numbers), _capital(
             f"{describe_photos(numbers, names)} {f['is']} over-exposed ({what}): retake {f['them']} with the exposure "
             f"locked on the subject, or drop {f['them']}.")))
-    for kind, sign in (("darker", -1), ("brighter", 1)):
+    sides: tuple[tuple[ProblemKind, int], ...] = (("darker", -1), ("brighter", 1))
+    for kind, sign in sides:
         def off(p, sign=sign):
             return (not under(p) and not over(p)
                     and sign * stops_from_median(p.mean_luminance, median) > EXPOSURE_STEP_STOPS)
@@ -450,7 +454,7 @@ def pose_problems(photos: Sequence[PhotoStats], checked: PoseCheck | None) -> li
     if checked is None or not checked.sentence:
         return []
     number = {p.name: p.number for p in photos}
-    kind = "inconsistent_poses" if checked.result == "inconsistent" else "doubtful_poses"
+    kind: ProblemKind = "inconsistent_poses" if checked.result == "inconsistent" else "doubtful_poses"
     return [Problem(kind, tuple(number[n] for n in checked.doubtful if n in number), checked.sentence)]
 
 

@@ -60,12 +60,11 @@ def reference_cameras(fox: Path, names: list[str]) -> np.ndarray:
 def compare_with_reference(scene: Path, fox: Path, sources: list[str]) -> dict:
     """Our registered cameras against the reference ones of the same frames."""
     from nerfpipe import scene as scene_layout
-    from nerfpipe.cache import load_manifest
     from nerfpipe.cameras.conventions import compare_cameras, llff_from_gl, read_poses_bounds
+    from nerfpipe.stages.results import require_result
 
-    ingested = load_manifest(scene, "ingest")["result"]
-    registered = load_manifest(scene, "poses")["result"]["images"]
-    frames = ingested["frames"]
+    frames = require_result(scene, "ingest", "The fox benchmark").frames
+    registered = require_result(scene, "poses", "The fox benchmark").images
     names = [sources[frames[n]["index"]] for n in registered]
     ours, _ = read_poses_bounds(scene / scene_layout.POSES_BOUNDS)
     ref = llff_from_gl(reference_cameras(fox, names))
@@ -125,7 +124,7 @@ def main() -> None:
         scene = work / "fox"
         t0 = time.perf_counter()
         res = ingest.run(ingest.IngestParams(photos=clip, scene=scene), Reporter())
-        out["ingest"] = {"s": round(time.perf_counter() - t0, 2), "frames": len(res.result["images"])}
+        out["ingest"] = {"s": round(time.perf_counter() - t0, 2), "frames": len(res.value.images)}
         t0 = time.perf_counter()
         res = poses.run(poses.PosesParams(scene=scene), Reporter())
         r = res.result
@@ -167,9 +166,10 @@ def reference_upper_bound(scene: Path, fox: Path, sources: list[str], run: str, 
     from nerfpipe.cameras.conventions import read_transforms, write_transforms
     from nerfpipe.progress import Reporter
     from nerfpipe.stages import train
+    from nerfpipe.stages.results import require_result
 
-    frames = load_manifest(scene, "ingest")["result"]["frames"]
-    registered = load_manifest(scene, "poses")["result"]["images"]
+    frames = require_result(scene, "ingest", "The fox benchmark").frames
+    registered = require_result(scene, "poses", "The fox benchmark").images
     ref = read_transforms(fox / "transforms.reference.json")
     by_name = {Path(p).name: i for i, p in enumerate(ref.file_paths)}
     sub = ref.subset([by_name[sources[frames[n]["index"]]] for n in registered])

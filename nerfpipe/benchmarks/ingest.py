@@ -40,10 +40,10 @@ def main() -> None:
         )
         cached_cli = time.perf_counter() - t0
     print(json.dumps({
-        "photos": len(res.result["images"]),
-        "sizes": res.result["sizes"],
+        "photos": len(res.value.images),
+        "sizes": res.value.sizes,
         "first_run_s": round(first, 2),
-        "images_per_s": round(len(res.result["images"]) / first, 2),
+        "images_per_s": round(len(res.value.images) / first, 2),
         "cached_run_s": round(cached, 3),
         "cached_run_ran": again.ran,
         "cached_cli_command_s": round(cached_cli, 2),

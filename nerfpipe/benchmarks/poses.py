@@ -22,6 +22,7 @@ from pathlib import Path
 from nerfpipe import scene as scene_layout
 from nerfpipe.cameras.conventions import compare_cameras, read_poses_bounds
 from nerfpipe.stages import ingest, poses
+from nerfpipe.stages.results import require_result
 
 DEFAULT_FERN = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fern"
 TARGETS = {
@@ -48,8 +49,8 @@ def bench(scene: Path, fern: Path, runs: int, params: dict) -> dict:
         res = poses.run(poses.PosesParams(scene=scene, force=True, **params))
         wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
         r = res.result
-        all_names = json.loads((scene / ".nerfpipe" / "ingest.json").read_text())["result"]["images"]
-        rows = [all_names.index(n) for n in r["images"]]  # reference rows of the registered photos
+        all_names = require_result(scene, "ingest", "The poses benchmark").images
+        rows = [all_names.index(n) for n in res.value.images]  # reference rows of the registered photos
         p, b = read_poses_bounds(scene / scene_layout.POSES_BOUNDS)
         c = compare_cameras(p, reference[rows], b, reference_bounds[rows]).to_json()
         out["runs"].append({

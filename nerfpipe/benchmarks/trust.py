@@ -133,7 +133,7 @@ def _figures(done: dict, ours_llff: np.ndarray | None, ref_llff: np.ndarray | No
         "scene_type": outcome.train.result.get("scene_type"),
         "scene_box": outcome.train.result.get("scene_box", {}).get("kind"),
         "white_background": outcome.train.result.get("scene_box", {}).get("white_background"),
-        "steps": outcome.train.result["steps"],
+        "steps": outcome.train.value.steps,
         "train_psnr": verdict.get("train_psnr"), "test_psnr": verdict.get("test_psnr"),
         "ssim": ev.get("mean", {}).get("ssim"), "lpips": ev.get("mean", {}).get("lpips"),
         "gap_db": verdict.get("gap_db"), "verdict": verdict.get("result"), "worst_views": verdict.get("worst_views"),
@@ -151,10 +151,10 @@ def _figures(done: dict, ours_llff: np.ndarray | None, ref_llff: np.ndarray | No
 
 
 def _ours(scene: Path) -> tuple[list[str], np.ndarray]:
-    from nerfpipe.cache import load_manifest
     from nerfpipe.cameras.conventions import read_poses_bounds
+    from nerfpipe.stages.results import require_result
 
-    names = load_manifest(scene, "poses")["result"]["images"]
+    names = require_result(scene, "poses", "The trust benchmark").images
     return names, read_poses_bounds(scene / "poses_bounds.npy")[0]
 
 
@@ -228,7 +228,7 @@ def fern_wrong(data: Path, work: Path, minutes: float) -> dict:
         "turned": sorted(wrong), "degrees": WRONG_DEGREES,
         "pose_check": {k: getattr(check, k) for k in POSE_CHECK_FIGURES},
         "pose_check_names_exactly_the_turned": set(check.doubtful) == wrong,
-        "steps": outcome.train.result["steps"], "train_psnr": verdict["train_psnr"], "test_psnr": verdict["test_psnr"],
+        "steps": outcome.train.value.steps, "train_psnr": verdict["train_psnr"], "test_psnr": verdict["test_psnr"],
         "gap_db": verdict["gap_db"], "verdict": verdict["result"], "worst_views": verdict["worst_views"],
         "views": {v["name"]: v["psnr"] for v in ev["views"]},
         "seconds": {"train_eval": round(time.perf_counter() - t0, 1)},

@@ -44,7 +44,7 @@ def run_case(data: Path, work: Path, case: str, iters: int) -> dict:
             scene=scene, recipe="fast", run=f"undistort-{name}",
             overrides=(f"data.factor={factor}", f"data.undistort={undistort}", f"iters={iters}", "minutes=0")), reporter)
         metrics = json.loads((scene / "runs" / f"undistort-{name}" / "metrics.json").read_text())
-        out[name] = {"steps": outcome.train.result["steps"], "s_per_it": outcome.train.result["s_per_it"],
+        out[name] = {"steps": outcome.train.value.steps, "s_per_it": outcome.train.value.s_per_it,
                      "size": metrics["size"], "train_psnr": metrics["train_psnr"], **metrics["mean"],
                      "wall_s": round(time.perf_counter() - t0, 1)}
     out["psnr_gain_db"] = round(out["undistorted"]["psnr"] - out["pinhole"]["psnr"], 3)

@@ -430,7 +430,8 @@ def compare_poses(
     """Compare two LLFF poses_bounds.npy files after a similarity alignment of the camera centres."""
     import json
 
-    from nerfpipe.cameras.conventions import compare_cameras, read_poses_bounds
+    from nerfpipe.cameras.formats import read_poses_bounds
+    from nerfpipe.cameras.similarity import compare_cameras
 
     loaded = []
     for path in (poses_a, poses_b):

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from nerfpipe.cameras import conventions as cv
+from nerfpipe.cameras import formats
+from nerfpipe.cameras import similarity
 
 
 def _rotation(rng: np.random.Generator, shape=()) -> np.ndarray:
@@ -88,7 +90,7 @@ def test_round_trip_invert_rigid_and_homogeneous():
 
 def test_llff_pose_with_hwf_is_accepted_and_dropped():
     llff = cv.llff_from_colmap(_w2c(np.random.default_rng(5), (4,)))
-    with_hwf = cv.with_hwf(llff, [3024, 4032, 3260.5])
+    with_hwf = formats.with_hwf(llff, [3024, 4032, 3260.5])
     assert with_hwf.shape == (4, 3, 5)
     assert np.allclose(with_hwf[:, :, 4], [3024, 4032, 3260.5])
     assert np.allclose(cv.gl_from_llff(with_hwf), cv.gl_from_llff(llff))
@@ -97,22 +99,22 @@ def test_llff_pose_with_hwf_is_accepted_and_dropped():
 
 def test_round_trip_poses_bounds_file(tmp_path):
     rng = np.random.default_rng(6)
-    poses = cv.with_hwf(cv.llff_from_colmap(_w2c(rng, (3,))), np.array([[10, 20, 30], [10, 20, 31], [10, 20, 32.0]]))
+    poses = formats.with_hwf(cv.llff_from_colmap(_w2c(rng, (3,))), np.array([[10, 20, 30], [10, 20, 31], [10, 20, 32.0]]))
     bounds = np.array([[1, 10], [2, 20], [3, 30.0]])
-    cv.write_poses_bounds(tmp_path / "pb.npy", poses, bounds)
+    formats.write_poses_bounds(tmp_path / "pb.npy", poses, bounds)
     arr = np.load(tmp_path / "pb.npy")
     assert arr.shape == (3, 17) and arr.dtype == np.float64
     assert np.allclose(arr[1, :15].reshape(3, 5), poses[1]) and np.allclose(arr[:, 15:], bounds)
-    back, back_bounds = cv.read_poses_bounds(tmp_path / "pb.npy")
+    back, back_bounds = formats.read_poses_bounds(tmp_path / "pb.npy")
     assert np.allclose(back, poses) and np.allclose(back_bounds, bounds)
     np.save(tmp_path / "bad.npy", np.zeros((3, 15)))
     with pytest.raises(ValueError, match=r"not \(N, 17\)"):
-        cv.read_poses_bounds(tmp_path / "bad.npy")
+        formats.read_poses_bounds(tmp_path / "bad.npy")
 
 
 def test_reference_poses_bounds_read_back(fern_dir):
     """The LLFF authors' own file for fern reads as 20 proper forward-facing cameras of 4032x3024 photos."""
-    poses, bounds = cv.read_poses_bounds(fern_dir / "poses_bounds.reference.npy")
+    poses, bounds = formats.read_poses_bounds(fern_dir / "poses_bounds.reference.npy")
     assert poses.shape == (20, 3, 5) and bounds.shape == (20, 2)
     assert np.allclose(poses[:, :, 4], [3024, 4032, 3260.52633288])
     rot = poses[:, :, :3]
@@ -130,15 +132,15 @@ def test_reference_poses_bounds_read_back(fern_dir):
 def test_round_trip_transforms_json_shared_camera(tmp_path):
     rng = np.random.default_rng(7)
     c2w = cv.gl_from_colmap(_w2c(rng, (3,)))
-    cam = cv.PinholeCamera(fl_x=3300.5, fl_y=3300.5, cx=2016, cy=1512, w=4032, h=3024, k1=0.02)
+    cam = formats.PinholeCamera(fl_x=3300.5, fl_y=3300.5, cx=2016, cy=1512, w=4032, h=3024, k1=0.02)
     names = ["images/a.jpg", "images/b.jpg", "images/c.jpg"]
-    cv.write_transforms(tmp_path / "transforms.json", names, c2w, cam, extra={"applied_transform": np.eye(4)[:3].tolist()})
+    formats.write_transforms(tmp_path / "transforms.json", names, c2w, cam, extra={"applied_transform": np.eye(4)[:3].tolist()})
     data = json.loads((tmp_path / "transforms.json").read_text())
     assert data["camera_model"] == "OPENCV"
     assert data["fl_x"] == 3300.5 and data["w"] == 4032 and data["k2"] == 0.0
     assert data["frames"][1]["file_path"] == "images/b.jpg"
     assert np.allclose(data["frames"][2]["transform_matrix"][3], [0, 0, 0, 1])
-    back = cv.read_transforms(tmp_path / "transforms.json")
+    back = formats.read_transforms(tmp_path / "transforms.json")
     assert back.file_paths == names
     assert np.allclose(back.c2w_gl[:, :3], c2w)
     assert back.cameras == [cam, cam, cam]
@@ -147,11 +149,11 @@ def test_round_trip_transforms_json_shared_camera(tmp_path):
 
 def test_round_trip_transforms_json_per_frame_cameras(tmp_path):
     c2w = cv.gl_from_colmap(_w2c(np.random.default_rng(8), (2,)))
-    cams = [cv.PinholeCamera(100, 101, 50, 40, 100, 80), cv.PinholeCamera(200, 201, 49, 41, 100, 80, k1=0.1, p2=0.01)]
-    cv.write_transforms(tmp_path / "t.json", ["x.png", "y.png"], c2w, cams)
+    cams = [formats.PinholeCamera(100, 101, 50, 40, 100, 80), formats.PinholeCamera(200, 201, 49, 41, 100, 80, k1=0.1, p2=0.01)]
+    formats.write_transforms(tmp_path / "t.json", ["x.png", "y.png"], c2w, cams)
     data = json.loads((tmp_path / "t.json").read_text())
     assert "fl_x" not in data and data["frames"][1]["fl_x"] == 200
-    back = cv.read_transforms(tmp_path / "t.json")
+    back = formats.read_transforms(tmp_path / "t.json")
     assert back.cameras == cams
     assert np.allclose(back.c2w_gl[:, :3], c2w)
 
@@ -161,19 +163,19 @@ def test_read_transforms_focal_from_camera_angle(tmp_path):
         "camera_angle_x": 2 * math.atan(0.5), "w": 800, "h": 600,
         "frames": [{"file_path": "a.png", "transform_matrix": np.eye(4).tolist()}],
     }))
-    cam = cv.read_transforms(tmp_path / "t.json").cameras[0]
+    cam = formats.read_transforms(tmp_path / "t.json").cameras[0]
     assert cam.fl_x == pytest.approx(800.0) and cam.fl_y == pytest.approx(800.0)
     assert (cam.cx, cam.cy) == (400.0, 300.0)
     (tmp_path / "no_size.json").write_text(json.dumps({
         "camera_angle_x": 0.7, "frames": [{"file_path": "a.png", "transform_matrix": np.eye(4).tolist()}],
     }))
     with pytest.raises(ValueError, match="no image size"):
-        cv.read_transforms(tmp_path / "no_size.json")
+        formats.read_transforms(tmp_path / "no_size.json")
 
 
 def test_read_instant_ngp_reference_transforms(fox_dir):
     """instant-ngp's own COLMAP output for the fox video: 67 frames, one OPENCV-style camera, 4x4 poses."""
-    t = cv.read_transforms(fox_dir / "transforms.reference.json")
+    t = formats.read_transforms(fox_dir / "transforms.reference.json")
     assert len(t.file_paths) == 67 and t.file_paths[0] == "images/0001.jpg"
     cam = t.cameras[0]
     assert (cam.w, cam.h) == (1080, 1920)
@@ -191,11 +193,11 @@ def test_umeyama_recovers_a_similarity():
     src[:, 2] *= 0.01  # nearly planar, like fern's cameras
     rot = _rotation(rng)
     dst = 2.5 * src @ rot.T + np.array([1.0, -2.0, 3.0])
-    sim = cv.umeyama(src, dst)
+    sim = similarity.umeyama(src, dst)
     assert sim.scale == pytest.approx(2.5)
     assert np.allclose(sim.rotation, rot) and np.allclose(sim.translation, [1, -2, 3])
     assert np.allclose(sim.apply(src), dst)
-    rigid = cv.umeyama(src, src @ rot.T, with_scale=False)
+    rigid = similarity.umeyama(src, src @ rot.T, with_scale=False)
     assert rigid.scale == 1.0 and np.allclose(rigid.rotation, rot)
 
 
@@ -203,11 +205,11 @@ def test_best_rotation_and_angles():
     rng = np.random.default_rng(10)
     rots = _rotation(rng, (6,))
     g = _rotation(rng)
-    assert np.allclose(cv.best_rotation(rots, g @ rots), g)
+    assert np.allclose(similarity.best_rotation(rots, g @ rots), g)
     # 90 degrees about z, by hand.
     rz = np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1.0]])
-    assert cv.rotation_angle_deg(rz, np.eye(3)) == pytest.approx(90.0)
-    assert cv.rotation_angle_deg(np.eye(3), np.eye(3)) == pytest.approx(0.0, abs=1e-6)
+    assert similarity.rotation_angle_deg(rz, np.eye(3)) == pytest.approx(90.0)
+    assert similarity.rotation_angle_deg(np.eye(3), np.eye(3)) == pytest.approx(0.0, abs=1e-6)
 
 
 def _move(poses: np.ndarray, scale: float, rot: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -219,10 +221,10 @@ def _move(poses: np.ndarray, scale: float, rot: np.ndarray, t: np.ndarray) -> np
 
 
 def test_compare_cameras_is_zero_for_the_same_cameras_in_another_frame(fern_dir):
-    ref, ref_bounds = cv.read_poses_bounds(fern_dir / "poses_bounds.reference.npy")
+    ref, ref_bounds = formats.read_poses_bounds(fern_dir / "poses_bounds.reference.npy")
     rng = np.random.default_rng(11)
     moved = _move(ref, 0.3, _rotation(rng), rng.normal(size=3))
-    c = cv.compare_cameras(moved, ref, ref_bounds * 0.3, ref_bounds)
+    c = similarity.compare_cameras(moved, ref, ref_bounds * 0.3, ref_bounds)
     assert c.scale == pytest.approx(1 / 0.3)
     assert c.centre_error_max < 1e-9 and c.rotation_error_max_deg < 1e-5 and c.rotation_error_sim3_mean_deg < 1e-5
     assert c.focal_error == 0 and c.near_error_mean < 1e-9 and c.far_error_mean < 1e-9
@@ -232,17 +234,17 @@ def test_compare_cameras_measures_a_known_error(fern_dir):
     """One of 20 cameras turned 2 degrees in the world frame: the best global rotation takes 2/20 of it,
     so that camera is off by 1.9 degrees and the 19 others by 0.1 (mean 0.19). A 10% longer focal and
     5% larger bounds read as such."""
-    ref, ref_bounds = cv.read_poses_bounds(fern_dir / "poses_bounds.reference.npy")
+    ref, ref_bounds = formats.read_poses_bounds(fern_dir / "poses_bounds.reference.npy")
     a = math.radians(2.0)
     turn = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
     poses = ref.copy()
     poses[0, :, :3] = turn @ ref[0, :, :3]
     poses[:, 2, 4] *= 1.1
-    c = cv.compare_cameras(poses, ref, ref_bounds * 1.05, ref_bounds)
+    c = similarity.compare_cameras(poses, ref, ref_bounds * 1.05, ref_bounds)
     assert c.rotation_error_max_deg == pytest.approx(1.9, abs=0.01)
     assert c.rotation_error_mean_deg == pytest.approx(0.19, abs=0.01)
     assert c.centre_error_max < 1e-9
     assert c.focal_error == pytest.approx(0.1)
     assert c.near_error_mean == pytest.approx(0.05) and c.far_error_mean == pytest.approx(0.05)
     with pytest.raises(ValueError, match="19 cameras against 20"):
-        cv.compare_cameras(poses[1:], ref)
+        similarity.compare_cameras(poses[1:], ref)

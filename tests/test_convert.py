@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from nerfpipe.cameras.conventions import (
+from nerfpipe.cameras.formats import (
     PinholeCamera,
     poses_bounds_from_transforms,
     read_transforms,

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from nerfpipe.cameras.conventions import read_poses_bounds
+from nerfpipe.cameras.formats import read_poses_bounds
 from nerfpipe.datasets.blender import load_blender
 from nerfpipe.datasets.llff import load_llff
 from nerfpipe.errors import NerfpipeError

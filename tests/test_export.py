@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from nerfpipe import colmap
-from nerfpipe.cameras.conventions import read_transforms
+from nerfpipe.cameras.formats import read_transforms
 from nerfpipe.cli import app
 from nerfpipe.stages import export, ingest, poses
 

@@ -23,7 +23,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from nerfpipe import cache
-from nerfpipe.cameras.conventions import PinholeCamera, write_transforms
+from nerfpipe.cameras.formats import PinholeCamera, write_transforms
 from nerfpipe.cli import app
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.nerf import trainer

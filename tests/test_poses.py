@@ -21,6 +21,8 @@ from typer.testing import CliRunner
 from nerfpipe import scene as scene_layout
 from nerfpipe.cache import is_up_to_date, load_manifest
 from nerfpipe.cameras import conventions as cv
+from nerfpipe.cameras import formats
+from nerfpipe.cameras import similarity
 from nerfpipe.cli import app
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.progress import RecordingReporter
@@ -168,9 +170,9 @@ def test_partial_registration_goes_on_with_the_registered_photos(mixed):
     unregistered_warning = [w for w in reporter.warnings if "could not be registered" in w]
     assert unregistered_warning and all(name in unregistered_warning[0] for name in OTHERS)
     # every output holds exactly the registered photos, in sorted name order
-    pb, bounds = cv.read_poses_bounds(scene / scene_layout.POSES_BOUNDS)
+    pb, bounds = formats.read_poses_bounds(scene / scene_layout.POSES_BOUNDS)
     assert pb.shape == (6, 3, 5) and bounds.shape == (6, 2)
-    t = cv.read_transforms(scene / scene_layout.TRANSFORMS)
+    t = formats.read_transforms(scene / scene_layout.TRANSFORMS)
     assert t.file_paths == [f"images/{n}" for n in FERN6]
     rec = pycolmap.Reconstruction(scene / "colmap" / "sparse" / "0")
     assert sorted(rec.images[i].name for i in rec.reg_image_ids()) == FERN6
@@ -186,22 +188,22 @@ def test_split_into_several_models_is_reported(mixed):
 
 def test_poses_bounds_follow_the_llff_convention(mixed, fern_dir):
     scene, res, _ = mixed
-    pb, bounds = cv.read_poses_bounds(scene / scene_layout.POSES_BOUNDS)
+    pb, bounds = formats.read_poses_bounds(scene / scene_layout.POSES_BOUNDS)
     assert np.allclose(pb[:, :2, 4], [756, 1008])  # H, W of images/
     assert pb[0, 2, 4] == pytest.approx(FERN_FOCAL_4X, rel=0.05)
     assert np.allclose(res.result["hwf"], pb[0, :, 4])
     assert np.all(bounds[:, 0] > 0) and np.all(bounds[:, 1] > bounds[:, 0])
     # the same six cameras as the dataset authors' COLMAP run, up to a similarity
-    ref, ref_bounds = cv.read_poses_bounds(fern_dir / "poses_bounds.reference.npy")
-    c = cv.compare_cameras(pb, ref[:6], bounds, ref_bounds[:6])
+    ref, ref_bounds = formats.read_poses_bounds(fern_dir / "poses_bounds.reference.npy")
+    c = similarity.compare_cameras(pb, ref[:6], bounds, ref_bounds[:6])
     assert c.centre_error_mean < 0.05 and c.rotation_error_mean_deg < 0.5
     assert c.near_error_mean < 0.25 and c.far_error_mean < 0.25
 
 
 def test_transforms_json_and_colmap_model_match_poses_bounds(mixed):
     scene, res, _ = mixed
-    pb, _ = cv.read_poses_bounds(scene / scene_layout.POSES_BOUNDS)
-    t = cv.read_transforms(scene / scene_layout.TRANSFORMS)
+    pb, _ = formats.read_poses_bounds(scene / scene_layout.POSES_BOUNDS)
+    t = formats.read_transforms(scene / scene_layout.TRANSFORMS)
     assert t.camera_model == "OPENCV"
     cam = t.cameras[0]
     assert (cam.w, cam.h, cam.cx, cam.cy) == (1008, 756, 504.0, 378.0)
@@ -333,7 +335,7 @@ def test_photo_of_another_size_stops_and_keeps_the_finished_outputs(tmp_path):
     first = poses.run(_params(scene, threads=1))
     assert first.result["images"] == ["IMG 4029 (copy).jpg", "IMG_4026.jpg", "IMG_4027.jpg", "IMG_4028.jpg"]
     assert first.result["unregistered"] == []
-    assert cv.read_transforms(scene / scene_layout.TRANSFORMS).file_paths[0] == "images/IMG 4029 (copy).jpg"
+    assert formats.read_transforms(scene / scene_layout.TRANSFORMS).file_paths[0] == "images/IMG 4029 (copy).jpg"
     before = (scene / scene_layout.POSES_BOUNDS).read_bytes()
     # run again: seeded, one thread -> bit-identical poses
     again = poses.run(_params(scene, threads=1, force=True))

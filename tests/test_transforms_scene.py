@@ -8,7 +8,7 @@ import pytest
 from conftest import TINY_NERF
 
 from nerfpipe.cache import load_manifest
-from nerfpipe.cameras.conventions import PinholeCamera, read_transforms, write_transforms
+from nerfpipe.cameras.formats import PinholeCamera, read_transforms, write_transforms
 from nerfpipe.cameras.normalize import estimate_bounds, look_at
 from nerfpipe.cameras.scene_type import classify
 from nerfpipe.cameras.undistort import border_inside, source_pixels
@@ -198,7 +198,7 @@ def test_own_scene_with_lens_distortion_trains_on_undistorted_images(fern_posed)
     """A nerfpipe scene whose SfM camera is SIMPLE_RADIAL with k1 != 0 (real pycolmap on the example
     photos): train reads pinhole images made from images/ (OpenCV's undistortion map, as a reference,
     gives the same pixels), with their focal; the poses stay those of poses_bounds.npy."""
-    from nerfpipe.cameras.conventions import read_poses_bounds
+    from nerfpipe.cameras.formats import read_poses_bounds
     from nerfpipe.recipes import load_recipe
     from nerfpipe.stages.ingest import downsample
 

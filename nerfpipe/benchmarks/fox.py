@@ -50,7 +50,7 @@ def make_clip(images: list[Path], path: Path, fps: int = FPS) -> None:
 
 def reference_cameras(fox: Path, names: list[str]) -> np.ndarray:
     """(N, 3, 4) OpenGL camera-to-world of the reference frames named ``names`` (in that order)."""
-    from nerfpipe.cameras.conventions import read_transforms
+    from nerfpipe.cameras.formats import read_transforms
 
     ref = read_transforms(fox / "transforms.reference.json")
     by_name = {Path(p).name: i for i, p in enumerate(ref.file_paths)}
@@ -60,7 +60,9 @@ def reference_cameras(fox: Path, names: list[str]) -> np.ndarray:
 def compare_with_reference(scene: Path, fox: Path, sources: list[str]) -> dict:
     """Our registered cameras against the reference ones of the same frames."""
     from nerfpipe import scene as scene_layout
-    from nerfpipe.cameras.conventions import compare_cameras, llff_from_gl, read_poses_bounds
+    from nerfpipe.cameras.conventions import llff_from_gl
+    from nerfpipe.cameras.formats import read_poses_bounds
+    from nerfpipe.cameras.similarity import compare_cameras
     from nerfpipe.stages.results import require_result
 
     frames = require_result(scene, "ingest", "The fox benchmark").frames
@@ -163,7 +165,7 @@ def reference_upper_bound(scene: Path, fox: Path, sources: list[str], run: str, 
     of ``scene/images``), with the reference cameras (distortion included) as a transforms.json scene."""
     from nerfpipe import scene as scene_layout
     from nerfpipe.cache import load_manifest
-    from nerfpipe.cameras.conventions import read_transforms, write_transforms
+    from nerfpipe.cameras.formats import read_transforms, write_transforms
     from nerfpipe.progress import Reporter
     from nerfpipe.stages import train
     from nerfpipe.stages.results import require_result

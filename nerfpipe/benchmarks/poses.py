@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from nerfpipe import scene as scene_layout
-from nerfpipe.cameras.conventions import compare_cameras, read_poses_bounds
+from nerfpipe.cameras.formats import read_poses_bounds
+from nerfpipe.cameras.similarity import compare_cameras
 from nerfpipe.stages import ingest, poses
 from nerfpipe.stages.results import require_result
 

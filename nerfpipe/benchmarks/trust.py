@@ -47,7 +47,7 @@ OFF_DEGREES = 5.0
 def robust_errors(ours_llff: np.ndarray, ref_llff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-camera rotation error (degrees) and centre error (fraction of the reference's spread) after a
     similarity fitted to the cameras that agree (refitted without those 3x the median error away)."""
-    from nerfpipe.cameras.conventions import rotation_angle_deg, umeyama
+    from nerfpipe.cameras.similarity import rotation_angle_deg, umeyama
 
     centres, ref_centres = ours_llff[:, :, 3], ref_llff[:, :, 3]
     spread = float(np.sqrt(((ref_centres - ref_centres.mean(0)) ** 2).sum(1).mean()))
@@ -151,7 +151,7 @@ def _figures(done: dict, ours_llff: np.ndarray | None, ref_llff: np.ndarray | No
 
 
 def _ours(scene: Path) -> tuple[list[str], np.ndarray]:
-    from nerfpipe.cameras.conventions import read_poses_bounds
+    from nerfpipe.cameras.formats import read_poses_bounds
     from nerfpipe.stages.results import require_result
 
     names = require_result(scene, "poses", "The trust benchmark").images
@@ -159,7 +159,7 @@ def _ours(scene: Path) -> tuple[list[str], np.ndarray]:
 
 
 def _reference_llff(path: Path, names: list[str], all_names: list[str]) -> np.ndarray:
-    from nerfpipe.cameras.conventions import read_poses_bounds
+    from nerfpipe.cameras.formats import read_poses_bounds
 
     ref = read_poses_bounds(path)[0]
     row = {Path(n).stem: i for i, n in enumerate(all_names)}
@@ -198,7 +198,7 @@ def fern_wrong(data: Path, work: Path, minutes: float) -> dict:
     import pycolmap
 
     from nerfpipe import colmap
-    from nerfpipe.cameras.conventions import read_poses_bounds, write_poses_bounds
+    from nerfpipe.cameras.formats import read_poses_bounds, write_poses_bounds
     from nerfpipe.progress import Reporter
     from nerfpipe.stages import poses, train
 

@@ -1,27 +1,31 @@
-"""Cameras: conventions (COLMAP, LLFF, OpenGL), normalisation (recenter, spherify, NDC) and paths."""
+"""Cameras: conventions (COLMAP, LLFF, OpenGL), their files, comparing two sets, normalisation (recenter, spherify, NDC) and paths."""
 
 from nerfpipe.cameras.conventions import (
-    CameraComparison,
-    PinholeCamera,
-    Similarity,
-    Transforms,
-    best_rotation,
     colmap_from_gl,
     colmap_from_llff,
-    compare_cameras,
     gl_from_colmap,
     gl_from_llff,
     invert_rigid,
     llff_from_colmap,
     llff_from_gl,
+    to_homogeneous,
+)
+from nerfpipe.cameras.formats import (
+    PinholeCamera,
+    Transforms,
     read_poses_bounds,
     read_transforms,
-    rotation_angle_deg,
-    to_homogeneous,
-    umeyama,
     with_hwf,
     write_poses_bounds,
     write_transforms,
+)
+from nerfpipe.cameras.similarity import (
+    CameraComparison,
+    Similarity,
+    best_rotation,
+    compare_cameras,
+    rotation_angle_deg,
+    umeyama,
 )
 from nerfpipe.cameras.normalize import Normalization, apply_to_points, apply_to_poses, average_pose, normalize_llff
 from nerfpipe.cameras.rays import get_rays, ndc_rays

@@ -15,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from nerfpipe.cameras.conventions import CENTRE_TOLERANCE_PX, PinholeCamera
+from nerfpipe.cameras.formats import CENTRE_TOLERANCE_PX, PinholeCamera
 
 
 def distort(x: np.ndarray, y: np.ndarray, cam: PinholeCamera) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from nerfpipe import scene as scene_layout
-from nerfpipe.cameras.conventions import gl_from_llff, read_poses_bounds
+from nerfpipe.cameras.conventions import gl_from_llff
+from nerfpipe.cameras.formats import read_poses_bounds
 from nerfpipe.cameras.normalize import BD_FACTOR, apply_to_points, normalize_llff
 from nerfpipe.datasets.base import SceneData, box_around, frustum_corners
 from nerfpipe.errors import NerfpipeError
@@ -85,7 +86,7 @@ def prepared_files(scene: Path, factor: int, stems: list[str] | None, prepared: 
 
 
 def read_poses_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`~nerfpipe.cameras.conventions.read_poses_bounds` with a damaged file turned into one sentence."""
+    """:func:`~nerfpipe.cameras.formats.read_poses_bounds` with a damaged file turned into one sentence."""
     path = Path(path)
     try:
         return read_poses_bounds(path)

@@ -4,7 +4,7 @@ A folder holding ``transforms.json`` and the images its frames name (``file_path
 file's folder) trains without the poses stage. Step by step:
 
 1. read transforms.json (OpenGL camera-to-world, OPENCV intrinsics shared or per frame, nerfpipe's
-   per-frame ``near``/``far`` when present; :func:`~nerfpipe.cameras.conventions.read_transforms`)
+   per-frame ``near``/``far`` when present; :func:`~nerfpipe.cameras.formats.read_transforms`)
    and put the frames in sorted ``file_path`` order, the dataset order (as LLFF's sorted names).
    Every named image must exist: otherwise stop with one sentence saying how many of how many are
    missing, the first names, and how to go on with the others (``nerfpipe convert --drop-missing``);
@@ -34,7 +34,7 @@ import numpy as np
 
 from nerfpipe import scene as scene_layout
 from nerfpipe.cache import load_manifest
-from nerfpipe.cameras.conventions import Transforms, UnsupportedCamera, read_transforms
+from nerfpipe.cameras.formats import Transforms, UnsupportedCamera, read_transforms
 from nerfpipe.cameras.normalize import BD_FACTOR, estimate_bounds
 from nerfpipe.datasets.base import SceneData
 from nerfpipe.datasets.llff import llff_scene_data, read_image

@@ -22,7 +22,8 @@ from nerfpipe import colmap
 from nerfpipe import scene as scene_layout
 from nerfpipe.cache import StageResult, StageSpec, load_manifest, run_stage
 from nerfpipe.cameras.bounds import near_far
-from nerfpipe.cameras.conventions import PinholeCamera, gl_from_colmap, write_transforms
+from nerfpipe.cameras.conventions import gl_from_colmap
+from nerfpipe.cameras.formats import PinholeCamera, write_transforms
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.progress import Reporter
 from nerfpipe.stages.results import ColmapSourceResult

@@ -6,8 +6,8 @@
 | ``.json`` -> ``.npy`` | rows in sorted file_path order (LLFF's row order); exact for centred pinhole cameras with fl_x == fl_y and near/far; anything else the nearest LLFF camera, with one warning sentence naming what was lost |
 | ``.json`` -> ``.json`` | the same file with its frames' paths made relative to DST (with ``--drop-missing``: only the frames whose image exists) |
 
-The conversions themselves are :func:`~nerfpipe.cameras.conventions.transforms_from_poses_bounds`
-and :func:`~nerfpipe.cameras.conventions.poses_bounds_from_transforms`. A transforms.json naming
+The conversions themselves are :func:`~nerfpipe.cameras.formats.transforms_from_poses_bounds`
+and :func:`~nerfpipe.cameras.formats.poses_bounds_from_transforms`. A transforms.json naming
 images that are missing stops with one sentence unless ``--drop-missing``. DST is written through a
 temporary file and renamed into place; an existing DST is kept unless ``force``; SRC is never written.
 Not a cached stage: it writes a file the user names.
@@ -23,7 +23,7 @@ import numpy as np
 
 from nerfpipe import scene as scene_layout
 from nerfpipe.cache import load_manifest
-from nerfpipe.cameras.conventions import (
+from nerfpipe.cameras.formats import (
     poses_bounds_from_transforms,
     read_poses_bounds,
     transforms_from_poses_bounds,

@@ -33,7 +33,8 @@ import numpy as np
 from nerfpipe import colmap
 from nerfpipe import scene as scene_layout
 from nerfpipe.cache import StageResult, StageSpec, run_stage
-from nerfpipe.cameras.conventions import read_transforms, to_homogeneous
+from nerfpipe.cameras.conventions import to_homogeneous
+from nerfpipe.cameras.formats import read_transforms
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.io import relative_path
 from nerfpipe.progress import Reporter

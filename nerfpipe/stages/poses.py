@@ -60,14 +60,8 @@ from nerfpipe import colmap
 from nerfpipe import scene as scene_layout
 from nerfpipe.cache import StageResult, StageSpec, run_stage
 from nerfpipe.cameras.bounds import near_far
-from nerfpipe.cameras.conventions import (
-    PinholeCamera,
-    gl_from_colmap,
-    llff_from_colmap,
-    with_hwf,
-    write_poses_bounds,
-    write_transforms,
-)
+from nerfpipe.cameras.conventions import gl_from_colmap, llff_from_colmap
+from nerfpipe.cameras.formats import PinholeCamera, with_hwf, write_poses_bounds, write_transforms
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.progress import Reporter, Stopwatch
 from nerfpipe.stages import report

@@ -32,7 +32,7 @@ import numpy as np
 
 from nerfpipe import scene as scene_layout
 from nerfpipe.cache import StageResult, StageSpec, run_stage
-from nerfpipe.cameras.conventions import PinholeCamera
+from nerfpipe.cameras.formats import PinholeCamera
 from nerfpipe.cameras.undistort import border_inside, common_focal, is_plain, resample
 from nerfpipe.datasets.transforms import images_dir_name, read_frames, stage_name
 from nerfpipe.errors import NerfpipeError

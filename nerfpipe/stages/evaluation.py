@@ -19,14 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nerfpipe import colmap
-from nerfpipe import scene as scene_layout
 from nerfpipe.cache import StageResult, StageSpec, run_stage
 from nerfpipe.cameras.normalize import apply_to_points
 from nerfpipe.cameras.rays import NDC_NEAR, camera_pixels, world_point
 from nerfpipe.datasets.base import SceneData
 from nerfpipe.device import pick_device
-from nerfpipe.errors import NerfpipeError
 from nerfpipe.io import write_png
 from nerfpipe.nerf import trainer as trainer_mod
 from nerfpipe.nerf.metrics import Lpips, depth_agreement, psnr, ssim
@@ -34,7 +31,7 @@ from nerfpipe.nerf.models import Model, chunk_size, render_image
 from nerfpipe.progress import Reporter
 from nerfpipe.stages.results import EvalResult, PosesResult, Verdict, load_result
 from nerfpipe.stages.runs import find_run, load_run, run_dir
-from nerfpipe.stages.sources import detect_source, load_scene
+from nerfpipe.stages.sources import detect_source, load_scene, sparse_model
 
 EVAL_VERSION = "4"
 """3: the training views' PSNR and the verdict (metrics.json); 4: the depth figures against the sparse points."""
@@ -101,14 +98,10 @@ def run_eval(params: EvalParams, reporter: Reporter | None = None) -> StageResul
 def sparse_depth_truth(scene: Path, data: SceneData) -> dict[int, np.ndarray]:
     """{held-out view index: (P, 3) the sparse points its photo sees, in the run's normalised world} of a
     nerfpipe scene (the held-out photos are registered, only left out of training); {} without a model."""
-    model_dir = Path(scene) / scene_layout.COLMAP / "sparse" / "0"
     posed: PosesResult | None = load_result(scene, "poses")
-    if not model_dir.is_dir() or posed is None or not posed.stems:
+    sparse = sparse_model(scene) if posed is not None and posed.stems else None
+    if sparse is None:
         return {}
-    try:
-        sparse = colmap.read_sparse_model(model_dir)
-    except (RuntimeError, ValueError, OSError):
-        raise NerfpipeError(f"{model_dir} cannot be read: run `nerfpipe poses {scene} --force` to redo it.") from None
     stem_of = dict(zip(posed.images, posed.stems))
     row_of = {stem_of.get(name, Path(name).stem): row for row, name in enumerate(sparse.names)}
     seen: list[list[int]] = [[] for _ in sparse.names]

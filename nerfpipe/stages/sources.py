@@ -119,15 +119,22 @@ def object_on_white(scene: Path, source: Source) -> bool:
     return ingest is not None and ingest.background_kind in ("white", "cut_out")
 
 
-def sparse_points(scene: Path) -> np.ndarray | None:
-    """(P, 3) points of a nerfpipe scene's sparse model (COLMAP's world, the world of poses_bounds.npy), or None."""
+def sparse_model(scene: Path) -> colmap.SparseModel | None:
+    """A nerfpipe scene's sparse model (``colmap/sparse/0``, COLMAP's world, the world of poses_bounds.npy),
+    None without one; a damaged one is a sentence that says how to redo it."""
     model_dir = Path(scene) / scene_layout.COLMAP / "sparse" / "0"
     if not model_dir.is_dir():
         return None
     try:
-        return colmap.read_sparse_model(model_dir).points
+        return colmap.read_sparse_model(model_dir)
     except (RuntimeError, ValueError, OSError):
         raise NerfpipeError(f"{model_dir} cannot be read: run `nerfpipe poses {scene} --force` to redo it.") from None
+
+
+def sparse_points(scene: Path) -> np.ndarray | None:
+    """(P, 3) points of a nerfpipe scene's sparse model (see :func:`sparse_model`), or None."""
+    sparse = sparse_model(scene)
+    return sparse.points if sparse is not None else None
 
 
 def load_scene(scene: Path, recipe: Recipe, source: Source, reporter: Reporter | None = None) -> SceneData:

@@ -4,9 +4,10 @@
    nothing of nerfpipe below them.
 2. ``cameras``, ``colmap``, ``photos``, ``progress``, ``device``: conventions and paths, the one pycolmap
    adapter, reading photos, progress reporting, the torch device. Plain functions over arrays and files.
-3. ``cache``, ``frames``, ``video``, ``nerf``: the stage cache; video in and out; the NeRF itself
-   (fields, samplers, rendering, metrics, and the trainer, which takes a dataset protocol and its own
-   config and so imports neither datasets nor recipes).
+3. ``cache``, ``frames``, ``video``, ``nerf``, ``capture``: the stage cache; video in and out; the NeRF
+   itself (fields, samplers, rendering, metrics, and the trainer, which takes a dataset protocol and its
+   own config and so imports neither datasets nor recipes); judging a capture from its photos and
+   sparse model (the capture report's rules, measurements and figure).
 4. ``datasets``, ``recipes``: scene folders read into tensors; named training configurations.
 5. ``stages``: one module per stage, sharing results through manifests.
 6. ``cli``, ``benchmarks``: entry points.
@@ -24,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 LAYERS = [
     ("errors", "scene", "io", "__init__", "__version__"),
     ("cameras", "colmap", "photos", "progress", "device"),
-    ("cache", "frames", "video", "nerf"),
+    ("cache", "frames", "video", "nerf", "capture"),
     ("datasets", "recipes"),
     ("stages",),
     ("cli", "benchmarks", "__main__"),

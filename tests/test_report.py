@@ -17,6 +17,7 @@ import pytest
 from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
+from nerfpipe.capture import figure, measurements, rules, wording
 from nerfpipe.cache import load_manifest
 from nerfpipe.cli import app
 from nerfpipe.errors import NerfpipeError
@@ -37,9 +38,9 @@ def fern(i: int) -> Path:
 
 def photo(n: int, *, sharp: float = 1.0, mean: float = 0.5, dark: float = 0.0, bright: float = 0.0,
           registered: bool = True, neighbours=None, points: int = 800, x: float | None = None,
-          forward=(0.0, 0.0, 1.0)) -> rp.PhotoStats:
+          forward=(0.0, 0.0, 1.0)) -> rules.PhotoStats:
     """Photo number n (p07.jpg): by default sharp, well exposed, registered, at (n, 0, 0) looking along +z."""
-    return rp.PhotoStats(
+    return rules.PhotoStats(
         number=n, name=f"p{n:02d}.jpg", sharpness=1000.0 * sharp, relative_sharpness=sharp, mean_luminance=mean,
         dark_fraction=dark, bright_fraction=bright, registered=registered,
         neighbours=list(neighbours) if neighbours is not None else [],
@@ -49,7 +50,7 @@ def photo(n: int, *, sharp: float = 1.0, mean: float = 0.5, dark: float = 0.0, b
     )
 
 
-def capture(n: int, changes: dict | None = None) -> list[rp.PhotoStats]:
+def capture(n: int, changes: dict | None = None) -> list[rules.PhotoStats]:
     """n good photos, each matched with every other; changes[k] = keyword overrides for photo k."""
     changes = changes or {}
     out = []
@@ -68,21 +69,21 @@ def kinds(problems) -> list[str]:
 
 
 def test_ranges_and_names():
-    assert rp.photo_ranges([5, 3, 4, 9, 12, 13]) == [(3, 5), (9, 9), (12, 13)]
-    assert rp.photo_ranges([]) == []
+    assert wording.photo_ranges([5, 3, 4, 9, 12, 13]) == [(3, 5), (9, 9), (12, 13)]
+    assert wording.photo_ranges([]) == []
     names = {n: f"p{n:02d}.jpg" for n in range(1, 41)}
-    assert rp.describe_photos([12, 13, 14, 15], names) == "photos 12 to 15 (p12.jpg to p15.jpg)"
-    assert rp.describe_photos([7], names) == "photo 7 (p07.jpg)"
-    assert rp.describe_photos([9, 3, 4], names) == "photos 3, 4 and 9 (p03.jpg, p04.jpg and p09.jpg)"
+    assert wording.describe_photos([12, 13, 14, 15], names) == "photos 12 to 15 (p12.jpg to p15.jpg)"
+    assert wording.describe_photos([7], names) == "photo 7 (p07.jpg)"
+    assert wording.describe_photos([9, 3, 4], names) == "photos 3, 4 and 9 (p03.jpg, p04.jpg and p09.jpg)"
     # names are left out when they would make the sentence long
-    assert rp.describe_photos(list(range(1, 40, 2)), names) == (
+    assert wording.describe_photos(list(range(1, 40, 2)), names) == (
         "photos 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31, 33, 35, 37 and 39"
     )
 
 
 def test_a_good_capture_has_no_problem():
-    problems = rp.find_problems(capture(10), scene_points=5000, scene_depth=DEPTH)
-    assert problems == [] and rp.sentences(problems) == [rp.FINE]
+    problems = rules.find_problems(capture(10), scene_points=5000, scene_depth=DEPTH)
+    assert problems == [] and rules.sentences(problems) == [rules.FINE]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -92,7 +93,7 @@ def test_a_good_capture_has_no_problem():
 def test_blurred_runs_are_grouped():
     sharp = {3: 0.2, 4: 0.3, 5: 0.25, 7: 0.1, 8: 0.45}  # 0.45 is above BLURRED_BELOW = 0.4: not blurred
     photos = capture(9, {k: {"sharp": v} for k, v in sharp.items()})
-    problems = rp.find_problems(photos, 5000, DEPTH)
+    problems = rules.find_problems(photos, 5000, DEPTH)
     assert kinds(problems) == ["blurred", "blurred"]
     assert problems[0].photos == (3, 4, 5) and problems[1].photos == (7,)
     assert problems[0].sentence == (
@@ -105,17 +106,17 @@ def test_blurred_runs_are_grouped():
 def test_exposure():
     photos = capture(8, {2: {"dark": 0.4, "mean": 0.2}, 5: {"bright": 0.3, "mean": 0.7}, 7: {"mean": 0.25},
                            8: {"mean": 0.4}})
-    problems = rp.find_problems(photos, 5000, DEPTH)
+    problems = rules.find_problems(photos, 5000, DEPTH)
     assert kinds(problems) == ["under_exposed", "over_exposed", "darker"]
     assert problems[0].sentence.startswith("Photo 2 (p02.jpg) is under-exposed (40% of the pixels black")
     assert problems[1].sentence.startswith("Photo 5 (p05.jpg) is over-exposed (30% of the pixels blown white)")
     # 0.25 against a median of 0.5: 2.2 * log2(0.5) = -2.2 stops; 0.4 is -0.7 stops, within one stop
-    assert rp.stops_from_median(0.25, 0.5) == pytest.approx(-2.2)
+    assert rules.stops_from_median(0.25, 0.5) == pytest.approx(-2.2)
     assert problems[2].photos == (7,) and "up to 2.2 stops darker than the median photo" in problems[2].sentence
     assert "lock the exposure" in problems[2].sentence
 
 
-def _still_capture(x: list[float], changes: dict | None = None) -> list[rp.PhotoStats]:
+def _still_capture(x: list[float], changes: dict | None = None) -> list[rules.PhotoStats]:
     photos = capture(len(x), changes)
     for p, xi in zip(photos, x):
         if p.registered:
@@ -126,7 +127,7 @@ def _still_capture(x: list[float], changes: dict | None = None) -> list[rp.Photo
 def test_hardly_moved_run_is_found():
     # photos 1-3 a step of 1 apart, 3 to 9 within a millimetre of each other, then steps of 1 again
     x = [0, 1, 2] + [2 + 0.001 * k for k in range(1, 7)] + [3.006, 4.006, 5.006]
-    problems = rp.find_problems(_still_capture(x), 5000, DEPTH)
+    problems = rules.find_problems(_still_capture(x), 5000, DEPTH)
     assert kinds(problems) == ["hardly_moved"]
     assert problems[0].photos == tuple(range(3, 10))
     assert problems[0].sentence == (
@@ -137,19 +138,19 @@ def test_hardly_moved_run_is_found():
     turning = {k: {"forward": (np.sin(np.radians(10 * (k - 3))), 0.0, np.cos(np.radians(10 * (k - 3))))}
                for k in range(3, 10)}
     turning[5] = {"registered": False, "neighbours": [4, 6]}
-    problems = rp.hardly_moved_problems(_still_capture(x, turning), DEPTH)
+    problems = rules.hardly_moved_problems(_still_capture(x, turning), DEPTH)
     assert [p.photos for p in problems] == [(3, 4, 6, 7, 8, 9)]
     assert "between photos 3 and 9 (p03.jpg and p09.jpg), turning 60 degrees on the spot: step" in problems[0].sentence
 
 
 def test_hardly_moved_whole_capture_and_single_pause():
     # a tripod: every step 0.05 (0.25% of the depth), all alike, so only the depth rule sees it
-    problems = rp.hardly_moved_problems(_still_capture([0.05 * k for k in range(8)]), DEPTH)
+    problems = rules.hardly_moved_problems(_still_capture([0.05 * k for k in range(8)]), DEPTH)
     assert [p.photos for p in problems] == [tuple(range(1, 9))]
     # two photos from one spot (one still step) are harmless
-    assert rp.hardly_moved_problems(_still_capture([0, 1, 2, 2.0001, 3, 4]), DEPTH) == []
+    assert rules.hardly_moved_problems(_still_capture([0, 1, 2, 2.0001, 3, 4]), DEPTH) == []
     # the same steps in a scene 100x deeper are still: parallax is what counts
-    assert rp.still_runs(np.array([[k, 0.0, 0.0] for k in range(5)]), np.tile([0.0, 0.0, 1.0], (5, 1)), 2000.0) == [
+    assert rules.still_runs(np.array([[k, 0.0, 0.0] for k in range(5)]), np.tile([0.0, 0.0, 1.0], (5, 1)), 2000.0) == [
         (0, 4, 0.0)
     ]
 
@@ -162,7 +163,7 @@ def test_unregistered_reasons_come_from_the_matches():
     changes[8] = {"registered": False, "neighbours": [9]}
     changes[9] = {"registered": False, "neighbours": [8]}
     changes[10] = {"registered": False, "neighbours": [1, 2, 3]}
-    problems = rp.unregistered_problems(capture(10, changes))
+    problems = rules.unregistered_problems(capture(10, changes))
     assert [p.photos for p in problems] == [(7,), (8, 9), (10,)]
     apart, separate, disagree = (p.sentence for p in problems)
     assert apart == (
@@ -174,7 +175,7 @@ def test_unregistered_reasons_come_from_the_matches():
     assert disagree.startswith("1 of 10 photos did not register (photo 10, p10.jpg) although it matches 3 registered")
     # a photo matched with only one registered photo counts as apart
     changes[10] = {"registered": False, "neighbours": [1]}
-    problems = rp.unregistered_problems(capture(10, changes))
+    problems = rules.unregistered_problems(capture(10, changes))
     assert [p.photos for p in problems] == [(7, 10), (8, 9)]
     assert problems[0].sentence.startswith("2 of 10 photos did not register (photos 7 and 10, p07.jpg and p10.jpg) "
                                            "because they match too few other photos")
@@ -182,7 +183,7 @@ def test_unregistered_reasons_come_from_the_matches():
 
 def test_few_neighbours_and_few_points():
     photos = capture(8, {4: {"neighbours": [3]}, 6: {"points": 50}})
-    problems = rp.find_problems(photos, scene_points=150, scene_depth=DEPTH)
+    problems = rules.find_problems(photos, scene_points=150, scene_depth=DEPTH)
     assert kinds(problems) == ["few_neighbours", "few_points", "few_scene_points"]
     assert problems[0].sentence.startswith("Photo 4 (p04.jpg) matches only 1 other photo, so its camera position")
     assert problems[1].sentence.startswith("Photo 6 (p06.jpg) sees fewer than 100 3D points")
@@ -191,9 +192,9 @@ def test_few_neighbours_and_few_points():
 
 def test_neighbours_from_inlier_counts():
     names = ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
-    inliers = {("a.jpg", "b.jpg"): 200, ("a.jpg", "c.jpg"): rp.NEIGHBOUR_MIN_INLIERS - 1, ("b.jpg", "c.jpg"): 30,
+    inliers = {("a.jpg", "b.jpg"): 200, ("a.jpg", "c.jpg"): measurements.NEIGHBOUR_MIN_INLIERS - 1, ("b.jpg", "c.jpg"): 30,
                ("c.jpg", "zzz.jpg"): 500}  # a name not in the scene is ignored
-    assert rp.neighbours_of(names, inliers) == {"a.jpg": [2], "b.jpg": [1, 3], "c.jpg": [2], "d.jpg": []}
+    assert measurements.neighbours_of(names, inliers) == {"a.jpg": [2], "b.jpg": [1, 3], "c.jpg": [2], "d.jpg": []}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -201,25 +202,25 @@ def test_neighbours_from_inlier_counts():
 
 
 def test_sharpness_orders_a_photo_and_its_blurred_copy():
-    rgb = rp.read_rgb(fern(0))
-    sharp = rp.measure(rgb)
-    blurred = rp.measure(cv2.GaussianBlur(rgb, (0, 0), 2.0))
-    slightly = rp.measure(cv2.GaussianBlur(rgb, (0, 0), 0.5))
+    rgb = measurements.read_rgb(fern(0))
+    sharp = measurements.measure(rgb)
+    blurred = measurements.measure(cv2.GaussianBlur(rgb, (0, 0), 2.0))
+    slightly = measurements.measure(cv2.GaussianBlur(rgb, (0, 0), 0.5))
     assert sharp.sharpness > slightly.sharpness > blurred.sharpness
-    assert blurred.sharpness / sharp.sharpness < rp.BLURRED_BELOW < slightly.sharpness / sharp.sharpness
+    assert blurred.sharpness / sharp.sharpness < rules.BLURRED_BELOW < slightly.sharpness / sharp.sharpness
     # the measure is taken at a fixed size: the same photo twice as large measures about the same
-    bigger = rp.measure(cv2.resize(rgb, (2016, 1512), interpolation=cv2.INTER_CUBIC))
+    bigger = measurements.measure(cv2.resize(rgb, (2016, 1512), interpolation=cv2.INTER_CUBIC))
     assert bigger.sharpness == pytest.approx(sharp.sharpness, rel=0.25)
     # exposure: fern is mid-grey with a little sky; a copy at 15% of the light is under-exposed
     assert 0.4 < sharp.mean_luminance < 0.7 and sharp.dark_fraction < 0.01
-    dark = rp.measure((rgb * 0.15).astype(np.uint8))
-    assert dark.mean_luminance < rp.UNDER_EXPOSED_MEAN
+    dark = measurements.measure((rgb * 0.15).astype(np.uint8))
+    assert dark.mean_luminance < rules.UNDER_EXPOSED_MEAN
 
 
 def test_measuring_folder():
-    assert rp.measuring_folder({"images": [4032, 3024], "images_4": [1008, 752], "images_8": [496, 368]}) == "images_4"
-    assert rp.measuring_folder({"images": [1008, 756], "images_2": [496, 368]}) == "images"
-    assert rp.measuring_folder({"images": [640, 480]}) == "images"
+    assert measurements.measuring_folder({"images": [4032, 3024], "images_4": [1008, 752], "images_8": [496, 368]}) == "images_4"
+    assert measurements.measuring_folder({"images": [1008, 756], "images_2": [496, 368]}) == "images"
+    assert measurements.measuring_folder({"images": [640, 480]}) == "images"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -235,11 +236,11 @@ def _ring(n: int, radius: float = 5.0):
 
 def test_plane_basis_looks_from_above():
     centres = np.array([[0.0, 0, 0], [1, 0, 0], [2, 0, 0]])
-    right, ahead, up = rp.plane_basis(np.tile([0.0, 0, 1], (3, 1)), np.tile([0.0, 1, 0], (3, 1)), centres)
+    right, ahead, up = figure.plane_basis(np.tile([0.0, 0, 1], (3, 1)), np.tile([0.0, 1, 0], (3, 1)), centres)
     assert np.allclose(up, [0, 0, 1]) and np.allclose(ahead, [0, 1, 0]) and np.allclose(right, [1, 0, 0])
     # cameras all around: the mean viewing direction vanishes, the basis is still orthonormal
     centres, forwards, ups = _ring(12)
-    right, ahead, up = rp.plane_basis(ups, forwards, centres)
+    right, ahead, up = figure.plane_basis(ups, forwards, centres)
     assert np.allclose(np.stack([right, ahead, up]) @ np.stack([right, ahead, up]).T, np.eye(3), atol=1e-9)
 
 
@@ -248,17 +249,17 @@ def test_figure_is_an_image_of_the_expected_size():
     points = np.concatenate([rng.normal(size=(3000, 3)), [[1000.0, 1000.0, 0.0]]])  # one far outlier
     centres, forwards, ups = _ring(12)
     flagged = [k == 3 for k in range(12)]
-    img = rp.draw_topdown(points, centres, forwards, ups, [str(k + 1) for k in range(12)], flagged, "title", "footer")
-    assert img.shape == (rp.FIGURE_SIZE[1], rp.FIGURE_SIZE[0], 3) and img.dtype == np.uint8
+    img = figure.draw_topdown(points, centres, forwards, ups, [str(k + 1) for k in range(12)], flagged, "title", "footer")
+    assert img.shape == (figure.FIGURE_SIZE[1], figure.FIGURE_SIZE[0], 3) and img.dtype == np.uint8
     # the outlier did not shrink the view: the ring of cameras spans most of the figure
     blue = np.argwhere(np.all(img == (170, 90, 20), axis=2))
-    assert np.ptp(blue[:, 1]) > 0.6 * rp.FIGURE_SIZE[0]
+    assert np.ptp(blue[:, 1]) > 0.6 * figure.FIGURE_SIZE[0]
     assert np.any(np.all(img == (40, 40, 220), axis=2))  # the flagged camera is red
     # a forward-facing cluster far from its points gets an enlarged inset; no camera at all still draws
-    small = rp.draw_topdown(points + [0, 0, 50], centres * 0.02, np.tile([0.0, 0, 1], (12, 1)),
+    small = figure.draw_topdown(points + [0, 0, 50], centres * 0.02, np.tile([0.0, 0, 1], (12, 1)),
                             np.tile([0.0, -1, 0], (12, 1)), [str(k) for k in range(12)], [False] * 12, "t", "f")
     assert small.shape == img.shape and np.any(np.all(small == (170, 90, 20), axis=2))
-    empty = rp.draw_topdown(points, np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3)), [], [], "t", "f")
+    empty = figure.draw_topdown(points, np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3)), [], [], "t", "f")
     assert empty.shape == img.shape
 
 
@@ -296,18 +297,18 @@ def test_report_command_on_a_real_scene(scene):
     data = json.loads((root / "report.json").read_text())
     photos = data["photos"]
     assert [p["name"] for p in photos] == [f"IMG_{4026 + i}.jpg" for i in range(6)]
-    assert photos[5]["relative_sharpness"] < rp.BLURRED_BELOW < min(p["relative_sharpness"] for p in photos[:5])
+    assert photos[5]["relative_sharpness"] < rules.BLURRED_BELOW < min(p["relative_sharpness"] for p in photos[:5])
     blurred = [p for p in data["problems"] if p["kind"] == "blurred"]
     assert [p["photos"] for p in blurred] == [[6]] and blurred[0]["names"] == ["IMG_4031.jpg"]
     assert blurred[0]["sentence"] in out.output and data["sentences"][0] == data["problems"][0]["sentence"]
     poses = load_manifest(root, "poses")["result"]
     for p in photos[:5]:  # the sharp fern photos register and match each other
-        assert p["registered"] and p["points3D"] > rp.FEW_POINTS_PER_PHOTO and set(p["neighbours"]) >= {1, 2, 3, 4, 5} - {p["number"]}
+        assert p["registered"] and p["points3D"] > rules.FEW_POINTS_PER_PHOTO and set(p["neighbours"]) >= {1, 2, 3, 4, 5} - {p["number"]}
         assert len(p["centre"]) == 3 and np.linalg.norm(p["forward"]) == pytest.approx(1, abs=1e-4)
     assert [p["name"] for p in photos if p["registered"]] == poses["images"]
     assert data["summary"]["points3D"] == poses["points3D"] and data["summary"]["measured_on"] == "images"
     png = cv2.imread(str(root / "report.png"))
-    assert png is not None and png.shape == (rp.FIGURE_SIZE[1], rp.FIGURE_SIZE[0], 3)
+    assert png is not None and png.shape == (figure.FIGURE_SIZE[1], figure.FIGURE_SIZE[0], 3)
     # cached: a second run measures nothing and rewrites nothing
     before = (root / "report.json").stat().st_mtime_ns
     again = rp.run(rp.ReportParams(scene=root))
@@ -356,8 +357,8 @@ def test_every_problem_the_report_makes_is_a_problem_kind():
     import ast
     from typing import get_args
 
-    kinds = set(get_args(rp.ProblemKind))
-    tree = ast.parse(Path(rp.__file__).read_text())
+    kinds = set(get_args(rules.ProblemKind))
+    tree = ast.parse(Path(rules.__file__).read_text())
     made = {node.args[0].value for node in ast.walk(tree) if isinstance(node, ast.Call)
             and getattr(node.func, "id", None) == "Problem" and isinstance(node.args[0], ast.Constant)}
     assert len(made) >= 8 and made <= kinds, made - kinds

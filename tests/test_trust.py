@@ -20,10 +20,11 @@ from PIL import Image
 
 from nerfpipe import colmap
 from nerfpipe import scene as scene_layout
+from nerfpipe.capture import measurements, rules
 from nerfpipe.benchmarks.trust import turn_cameras
 from nerfpipe.photos import object_mask, read_photo
 from nerfpipe.progress import RecordingReporter
-from nerfpipe.stages import evaluation, ingest, poses, report
+from nerfpipe.stages import evaluation, ingest, poses
 from nerfpipe.stages import train as train_stage
 from nerfpipe.stages.results import load_result
 
@@ -109,8 +110,8 @@ def test_ingest_of_photos_on_white_says_so_once_and_keeps_masks(tmp_path):
     m = cv2.imread(str(tmp_path / "s" / "masks" / "1.png"), cv2.IMREAD_GRAYSCALE)
     assert m.shape == (72, 96) and set(np.unique(m)) == {0, 255} and m[36, 40] == 255 and m[0, 0] == 0
     # the capture report measures the exposure of the object, not of the white around it
-    bright = report.measure(np.asarray(Image.open(tmp_path / "s" / "images" / "1.jpg")))
-    object_only = report.measure(np.asarray(Image.open(tmp_path / "s" / "images" / "1.jpg")), m)
+    bright = measurements.measure(np.asarray(Image.open(tmp_path / "s" / "images" / "1.jpg")))
+    object_only = measurements.measure(np.asarray(Image.open(tmp_path / "s" / "images" / "1.jpg")), m)
     assert bright.bright_fraction > 0.6 and object_only.bright_fraction < 0.1
 
 
@@ -163,8 +164,8 @@ def test_pose_check_passes_real_sfm_and_names_cameras_turned_on_purpose(fern_pos
     assert checked.result == "doubtful_photos" and set(checked.doubtful) == wrong, checked
     assert checked.sentence.startswith("The cameras of IMG_4030.jpg, IMG_4039.jpg leave ")
     # the capture report says it too, and colours them
-    problems = report.pose_problems(
-        [report.PhotoStats(number=i + 1, name=n, sharpness=1, relative_sharpness=1, mean_luminance=0.5,
+    problems = rules.pose_problems(
+        [rules.PhotoStats(number=i + 1, name=n, sharpness=1, relative_sharpness=1, mean_luminance=0.5,
                            dark_fraction=0, bright_fraction=0, registered=True, neighbours=[])
          for i, n in enumerate(names)], checked)
     assert [p.kind for p in problems] == ["doubtful_poses"] and problems[0].photos == (5, 14)

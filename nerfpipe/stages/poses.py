@@ -295,44 +295,171 @@ def _make_copy(src: Path, dst: Path, factor: int, size: tuple[int, int]) -> None
         rgb.save(dst, quality=SFM_JPEG_QUALITY, **({"exif": exif} if exif else {}))
 
 
-def _poses_body(params: PosesParams, scene: Path, ingest: IngestResult, reporter: Reporter):
-    names: list[str] = list(ingest.images)
-    stems = ingest.stem_of
+@dataclass(frozen=True)
+class SfmCopies:
+    """The photos as SfM sees them: downsampled copies named by their dataset position."""
+
+    folder: Path
+    names: list[str]
+    """Copy names, in dataset order (see :func:`sfm_copy_names`)."""
+    real_name: dict[str, str]
+    """Copy name -> the photo's name in images/."""
+    mask_folder: Path | None
+    """The object masks at the copies' size (cut out on white, or --masks): features on the object only."""
+    factor: int
+    size: tuple[int, int]
+    """(w, h) of every copy."""
+
+
+def make_sfm_copies(scene: Path, ingest: IngestResult, out: Path, sfm_size: int, threads: int,
+                    reporter: Reporter) -> SfmCopies:
+    """Step 1: ``out/sfm_images`` (and ``out/sfm_masks``), the copies SfM runs on."""
+    names = list(ingest.images)
     width, height = ingest.sizes[scene_layout.IMAGES]
     images_dir = scene_layout.images_dir(scene)
-    settings = colmap.SfmSettings(
-        camera_mode=params.camera,
-        max_num_features=params.max_features,
-        num_threads=params.threads,
-        seed=params.seed,
+    k = sfm_factor(width, height, sfm_size)
+    copy_names = sfm_copy_names(names, k)
+    copies = SfmCopies(folder=out / "sfm_images", names=copy_names, real_name=dict(zip(copy_names, names)),
+                       mask_folder=out / "sfm_masks" if ingest.mask_folder else None, factor=k,
+                       size=(round(width / k), round(height / k)))
+    copies.folder.mkdir()
+    if copies.mask_folder is not None:
+        copies.mask_folder.mkdir()
+    stems = ingest.stem_of
+
+    def one(job: tuple[str, str]) -> None:
+        name, copy = job
+        _make_copy(images_dir / name, copies.folder / copy, k, copies.size)
+        if copies.mask_folder is not None:
+            _make_mask(scene / ingest.mask_folder / f"{stems[name]}.png", copies.mask_folder / f"{copy}.png", copies.size)
+
+    with reporter.task("copies for SfM", total=len(names), unit="images") as task, \
+            ThreadPoolExecutor(max_workers=threads) as ex:
+        for _ in ex.map(one, zip(names, copies.names)):
+            task.advance(1)
+    return copies
+
+
+def match_photos(database: Path, copies: SfmCopies, matcher: Literal["exhaustive", "sequential"],
+                 params: PosesParams, settings: colmap.SfmSettings, out: Path, reporter: Reporter,
+                 seconds: dict[str, float]) -> list[tuple[str, str]]:
+    """Steps 2 and 3: features of every copy, then matches of the pairs the matcher picks (the pairs tried)."""
+    n = len(copies.names)
+    with Stopwatch() as sw, reporter.task("features", total=n, unit="images") as task:
+        colmap.extract_features(database, copies.folder, copies.names, settings, max_image_size=max(copies.size),
+                                mask_dir=copies.mask_folder, on_progress=_to_advance(task))
+    seconds["features"] = sw.seconds
+    index_pairs = (exhaustive_pairs(n) if matcher == "exhaustive"
+                   else sequential_pairs(n, params.overlap, params.loop_period))
+    pairs = [(copies.names[i], copies.names[j]) for i, j in index_pairs]
+    with Stopwatch() as sw, reporter.task(f"matching ({matcher})", total=len(pairs), unit="pairs") as task:
+        colmap.match_pairs(database, pairs, out / "pairs.txt", settings, on_progress=_to_advance(task))
+    seconds["matching"] = sw.seconds
+    return pairs
+
+
+def map_with_retry(database: Path, copies: SfmCopies, out: Path, settings: colmap.SfmSettings,
+                   reporter: Reporter) -> tuple[list, int]:
+    """Step 4: incremental mapping, and a second, more permissive attempt (narrower initial pair) when
+    the first registers too few photos. (models of the best attempt, largest first; attempts made)."""
+    n = len(copies.names)
+    models: list = []
+    attempts = 0
+    for init_angle in (None, RELAXED_INIT_MIN_TRI_ANGLE):
+        attempts += 1
+        label = "registering" if attempts == 1 else "registering (2nd try, narrower initial pair)"
+        with reporter.task(label, total=n, unit="images") as task:
+            found = colmap.incremental_mapping(database, copies.folder, out / f"mapping-{attempts}", settings,
+                                               init_min_tri_angle=init_angle, min_model_size=MIN_REGISTERED,
+                                               on_progress=_to_advance(task))
+        if found and (not models or found[0].num_reg_images() > models[0].num_reg_images()):
+            models = found
+        if registration_problem(models[0].num_reg_images() if models else 0, n) is None:
+            break
+    return models, attempts
+
+
+@dataclass(frozen=True)
+class FullSizeCameras:
+    """The SfM camera of each registered photo, scaled from the copies to the photos of images/."""
+
+    focal: np.ndarray
+    """(N,) pixels: the mean of fl_x and fl_y (LLFF's hwf holds one focal length)."""
+    cx: np.ndarray
+    cy: np.ndarray
+    k1: np.ndarray
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, model: colmap.SparseModel, width: int, height: int) -> "FullSizeCameras":
+        sx, sy = width / model.image_size[0], height / model.image_size[1]
+        by_name = {key: np.array([c[key] for c in model.intrinsics]) for key in ("fl_x", "fl_y", "cx", "cy", "k1")}
+        return cls(focal=(by_name["fl_x"] * sx + by_name["fl_y"] * sy) / 2, cx=by_name["cx"] * sx,
+                   cy=by_name["cy"] * sy, k1=by_name["k1"], width=width, height=height)
+
+    def hwf(self) -> np.ndarray:
+        """(N, 3) LLFF's [height, width, focal] per camera."""
+        n = len(self.focal)
+        return np.stack([np.full(n, float(self.height)), np.full(n, float(self.width)), self.focal], axis=1)
+
+    def pinholes(self) -> list[PinholeCamera]:
+        return [PinholeCamera(fl_x=f, fl_y=f, cx=cx, cy=cy, w=self.width, h=self.height, k1=k)
+                for f, cx, cy, k in zip(self.focal, self.cx, self.cy, self.k1)]
+
+
+def write_outputs(out: Path, model: colmap.SparseModel, rec, cams: FullSizeCameras, camera_mode: str) -> np.ndarray:
+    """Step 5: poses_bounds.npy, transforms.json and colmap/sparse/0 rescaled to the photos' size; the
+    (N, 2) near/far bounds written."""
+    bounds = near_far(model.w2c_cv, model.points, model.point_images)
+    write_poses_bounds(out / scene_layout.POSES_BOUNDS, with_hwf(llff_from_colmap(model.w2c_cv), cams.hwf()), bounds)
+    pinholes = cams.pinholes()
+    write_transforms(
+        out / scene_layout.TRANSFORMS,
+        [f"{scene_layout.IMAGES}/{n}" for n in model.names],
+        gl_from_colmap(model.w2c_cv),
+        pinholes[0] if camera_mode == "single" else pinholes,
+        extra={"applied_transform": np.eye(4)[:3].tolist()},
     )
+    colmap.write_rescaled_model(rec, out / scene_layout.COLMAP / "sparse" / "0", cams.width, cams.height)
+    return bounds
+
+
+def say_left_out(names: list[str], model: colmap.SparseModel, models: list, real_name: dict[str, str],
+                 checked: PoseCheck, reporter: Reporter) -> None:
+    """Warn about the photos left out (unregistered, or only in a smaller separate model) and a doubtful pose check."""
+    unregistered = sorted(set(names) - set(model.names))
+    if unregistered:
+        reporter.warn(f"{len(unregistered)} of {len(names)} photos could not be registered and are left out: "
+                      f"{_name_list(unregistered)}.")
+    if len(models) > 1:
+        others = sorted({real_name[im.name] for m in models[1:] for im in (m.images[i] for i in m.reg_image_ids())}
+                        - set(model.names))
+        sizes = ", ".join(str(m.num_reg_images()) for m in models)
+        if others:
+            reporter.warn(
+                f"COLMAP split the photos into {len(models)} separate models ({sizes} photos) that share no "
+                f"matches; the largest is kept and the photos only in the others are left out: {_name_list(others)}.")
+        else:
+            reporter.info(f"COLMAP also made {len(models) - 1} smaller model{'s' if len(models) > 2 else ''} "
+                          f"({sizes} photos) of photos that are all in the largest one: none is left out.")
+    if checked.sentence:
+        reporter.warn(checked.sentence)
+
+
+def _poses_body(params: PosesParams, scene: Path, ingest: IngestResult, reporter: Reporter):
+    names: list[str] = list(ingest.images)
+    width, height = ingest.sizes[scene_layout.IMAGES]
+    images_dir = scene_layout.images_dir(scene)
+    settings = colmap.SfmSettings(camera_mode=params.camera, max_num_features=params.max_features,
+                                  num_threads=params.threads, seed=params.seed)
     matcher = choose_matcher(params.matcher, len(names), len(ingest.frames))
-    masks = ingest.mask_folder
 
     def body(out: Path) -> PosesResult:
         seconds: dict[str, float] = {}
         _check_sizes(images_dir, names, (width, height))
-
-        # 1. the copy SfM runs on
-        k = sfm_factor(width, height, params.sfm_size)
-        small = (round(width / k), round(height / k))
-        copy_dir = out / "sfm_images"
-        copy_dir.mkdir()
-        sfm_names = sfm_copy_names(names, k)
-        real_name = dict(zip(sfm_names, names))
-        mask_dir = out / "sfm_masks" if masks else None  # object masks (cut out on white, or --masks): features on the object only
-        with Stopwatch() as sw, reporter.task("copies for SfM", total=len(names), unit="images") as task:
-            if mask_dir is not None:
-                mask_dir.mkdir()
-            with ThreadPoolExecutor(max_workers=params.threads) as ex:
-                def one(job):
-                    name, copy = job
-                    _make_copy(images_dir / name, copy_dir / copy, k, small)
-                    if mask_dir is not None:
-                        _make_mask(scene / masks / f"{stems[name]}.png", mask_dir / f"{copy}.png", small)
-
-                for _ in ex.map(one, zip(names, sfm_names)):
-                    task.advance(1)
+        with Stopwatch() as sw:
+            copies = make_sfm_copies(scene, ingest, out, params.sfm_size, params.threads, reporter)
         seconds["copies"] = sw.seconds
 
         colmap_dir = out / scene_layout.COLMAP
@@ -340,120 +467,48 @@ def _poses_body(params: PosesParams, scene: Path, ingest: IngestResult, reporter
         database = colmap_dir / "database.db"
         colmap.create_database(database)
         with colmap.colmap_logging(params.verbose):
-            # 2. features
-            with Stopwatch() as sw, reporter.task("features", total=len(names), unit="images") as task:
-                colmap.extract_features(
-                    database, copy_dir, sfm_names, settings, max_image_size=max(small), mask_dir=mask_dir,
-                    on_progress=_to_advance(task),
-                )
-            seconds["features"] = sw.seconds
-
-            # 3. matching
-            index_pairs = (
-                exhaustive_pairs(len(names))
-                if matcher == "exhaustive"
-                else sequential_pairs(len(names), params.overlap, params.loop_period)
-            )
-            pairs = [(sfm_names[i], sfm_names[j]) for i, j in index_pairs]
-            with Stopwatch() as sw, reporter.task(f"matching ({matcher})", total=len(pairs), unit="pairs") as task:
-                colmap.match_pairs(database, pairs, out / "pairs.txt", settings, on_progress=_to_advance(task))
-            seconds["matching"] = sw.seconds
+            pairs = match_photos(database, copies, matcher, params, settings, out, reporter, seconds)
             verified = colmap.verified_pairs(database)
             if not verified:
-                _report_failure(scene, ingest, [], database, real_name, params.threads, reporter)
+                _report_failure(scene, ingest, [], database, copies.real_name, params.threads, reporter)
                 raise NerfpipeError(
                     f"No two of the {len(names)} photos in {images_dir} share enough matching features "
                     f"({len(pairs)} pairs tried): they seem to show different things; take overlapping photos of "
                     "one scene, with texture in view and no motion blur."
                 )
-
-            # 4. mapping (a second, more permissive attempt if the first registers too few)
             with Stopwatch() as sw:
-                models, attempts = [], 0
-                for init_angle in (None, RELAXED_INIT_MIN_TRI_ANGLE):
-                    attempts += 1
-                    label = "registering" if attempts == 1 else "registering (2nd try, narrower initial pair)"
-                    with reporter.task(label, total=len(names), unit="images") as task:
-                        found = colmap.incremental_mapping(
-                            database, copy_dir, out / f"mapping-{attempts}", settings,
-                            init_min_tri_angle=init_angle, min_model_size=MIN_REGISTERED,
-                            on_progress=_to_advance(task),
-                        )
-                    if found and (not models or found[0].num_reg_images() > models[0].num_reg_images()):
-                        models = found
-                    best = models[0].num_reg_images() if models else 0
-                    if registration_problem(best, len(names)) is None:
-                        break
+                models, attempts = map_with_retry(database, copies, out, settings, reporter)
             seconds["mapping"] = sw.seconds
 
-        registered = models[0].num_reg_images() if models else 0
-        problem = registration_problem(registered, len(names))
+        problem = registration_problem(models[0].num_reg_images() if models else 0, len(names))
         if problem:
-            _report_failure(scene, ingest, models, database, real_name, params.threads, reporter)
+            _report_failure(scene, ingest, models, database, copies.real_name, params.threads, reporter)
             raise NerfpipeError(problem)
 
-        # 5. outputs
         with Stopwatch() as sw:
             rec = models[0]
-            colmap.rename_images(database, rec, real_name)
+            colmap.rename_images(database, rec, copies.real_name)
             model = colmap.sparse_model(rec)
             checked = pose_check(colmap.unexplained_matches(database, rec), names)
-            unregistered = sorted(set(names) - set(model.names))
-            sx, sy = width / model.image_size[0], height / model.image_size[1]
-            intrinsics = {key: np.array([c[key] for c in model.intrinsics]) for key in ("fl_x", "fl_y", "cx", "cy", "k1")}
-            f_full = (intrinsics["fl_x"] * sx + intrinsics["fl_y"] * sy) / 2
-            cx_full, cy_full, k1 = intrinsics["cx"] * sx, intrinsics["cy"] * sy, intrinsics["k1"]
-            hwf = np.stack([np.full(len(f_full), float(height)), np.full(len(f_full), float(width)), f_full], axis=1)
-            bounds = near_far(model.w2c_cv, model.points, model.point_images)
-            write_poses_bounds(out / scene_layout.POSES_BOUNDS, with_hwf(llff_from_colmap(model.w2c_cv), hwf), bounds)
-            cams = [
-                PinholeCamera(fl_x=f, fl_y=f, cx=cx, cy=cy, w=width, h=height, k1=kk)
-                for f, cx, cy, kk in zip(f_full, cx_full, cy_full, k1)
-            ]
-            write_transforms(
-                out / scene_layout.TRANSFORMS,
-                [f"{scene_layout.IMAGES}/{n}" for n in model.names],
-                gl_from_colmap(model.w2c_cv),
-                cams[0] if params.camera == "single" else cams,
-                extra={"applied_transform": np.eye(4)[:3].tolist()},
-            )
-            colmap.write_rescaled_model(rec, colmap_dir / "sparse" / "0", width, height)
+            cams = FullSizeCameras.of(model, width, height)
+            bounds = write_outputs(out, model, rec, cams, params.camera)
         seconds["outputs"] = sw.seconds
+        say_left_out(names, model, models, copies.real_name, checked, reporter)
 
-        if unregistered:
-            reporter.warn(
-                f"{len(unregistered)} of {len(names)} photos could not be registered and are left out: "
-                f"{_name_list(unregistered)}."
-            )
-        if len(models) > 1:
-            others = sorted(
-                {real_name[im.name] for m in models[1:] for im in (m.images[i] for i in m.reg_image_ids())}
-                - set(model.names)
-            )
-            sizes = ", ".join(str(m.num_reg_images()) for m in models)
-            if others:
-                reporter.warn(
-                    f"COLMAP split the photos into {len(models)} separate models ({sizes} photos) that share no "
-                    f"matches; the largest is kept and the photos only in the others are left out: {_name_list(others)}."
-                )
-            else:
-                reporter.info(f"COLMAP also made {len(models) - 1} smaller model{'s' if len(models) > 2 else ''} "
-                              f"({sizes} photos) of photos that are all in the largest one: none is left out.")
-        if checked.sentence:
-            reporter.warn(checked.sentence)
-        focal = float(np.mean(f_full))
+        focal = float(np.mean(cams.focal))
+        stems = ingest.stem_of
         return PosesResult(
             images=model.names,
             stems=[stems[n] for n in model.names],
-            unregistered=unregistered,
+            unregistered=sorted(set(names) - set(model.names)),
             registered=len(model.names),
             photos=len(names),
             hwf=[float(height), float(width), focal],
             camera={
                 "mode": params.camera,
                 "model": model.camera_model,
-                "focal_px": [round(float(f), 3) for f in f_full] if params.camera == "per_image" else round(focal, 3),
-                "k1": round(float(np.mean(k1)), 6),
+                "focal_px": [round(float(f), 3) for f in cams.focal] if params.camera == "per_image" else round(focal, 3),
+                "k1": round(float(np.mean(cams.k1)), 6),
             },
             points3D=int(len(model.points)),
             observations=model.observations,
@@ -462,13 +517,13 @@ def _poses_body(params: PosesParams, scene: Path, ingest: IngestResult, reporter
             near_far_range=[round(float(bounds[:, 0].min()), 6), round(float(bounds[:, 1].max()), 6)],
             pose_check=checked,
             matcher=matcher,
-            masks=masks,
+            masks=ingest.mask_folder,
             pairs=len(pairs),
             verified_pairs=len(verified),
             models=[m.num_reg_images() for m in models],
             mapping_attempts=attempts,
-            sfm_factor=k,
-            sfm_size=list(small),
+            sfm_factor=copies.factor,
+            sfm_size=list(copies.size),
             seconds={key: round(v, 2) for key, v in seconds.items()},
             pycolmap=colmap.PYCOLMAP_VERSION,
         )

@@ -22,7 +22,7 @@ CameraChoice = Literal["single", "per-image"]
 MatcherChoice = Literal["auto", "exhaustive", "sequential"]
 """``stages.poses.Matcher`` (spelt here so that --help needs no pycolmap; tests/test_cli_choices.py keeps them equal)."""
 LossChoice = Literal["mse", "smooth_l1", "l1"]
-"""``nerf.models.LossKind`` (spelt here so that --help needs no torch; kept equal by the same test)."""
+"""``nerf.interface.LossKind`` (spelt here so that --help needs no torch; kept equal by the same test)."""
 SceneChoice = Literal["forward", "arc", "360"]
 """``cameras.scene_type.SceneKind`` (the cameras package imports torch; kept equal by the same test)."""
 DEVICE_METAVAR = "<auto|cpu|cuda[:N]|mps>"

@@ -1,6 +1,6 @@
 """Recipes: named training configurations in ``recipes/*.toml``, checked against typed dataclasses.
 
-A recipe file has a ``model`` key naming a registered model (:mod:`nerfpipe.nerf.models`), the
+A recipe file has a ``model`` key naming a registered model (:mod:`nerfpipe.nerf.registry`), the
 tables ``[data]`` (:class:`DataConfig`) and ``[training]`` (:class:`TrainingConfig`) shared by every
 model, and one table named after the model (``[nerf]``, ``[fast]``) parsed into that model's config
 dataclass. A recipe states only how it differs from the dataclass defaults. Every key is checked:
@@ -30,7 +30,7 @@ else:  # Python 3.10
 
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.scene import missing
-from nerfpipe.nerf.models import get_model, model_names
+from nerfpipe.nerf.registry import get_model, model_names
 from nerfpipe.nerf.trainer import TrainingConfig
 
 def _shipped_recipes() -> Path:

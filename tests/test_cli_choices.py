@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from nerfpipe import cli, colmap
 from nerfpipe.cameras.scene_type import SCENE_KINDS, SceneKind
-from nerfpipe.nerf.models import LossKind
+from nerfpipe.nerf.interface import LossKind
 from nerfpipe.stages import poses
 
 

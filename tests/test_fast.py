@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.nerf.fast import FastConfig, FastModel, composite_weights, sh_basis
 from nerfpipe.nerf.grid import VMEncoding, interpolate, line_corners, plane_corners, vm_corners
-from nerfpipe.nerf.models import RayBundle, SceneBox, get_model, render_image
+from nerfpipe.nerf.chunking import render_image
+from nerfpipe.nerf.interface import RayBundle, SceneBox
+from nerfpipe.nerf.registry import get_model
 from nerfpipe.progress import RecordingReporter
 from nerfpipe.recipes import default_recipe_name, dump_recipe, load_recipe
 from nerfpipe.stages import runs

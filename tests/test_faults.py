@@ -282,7 +282,7 @@ def test_impossible_options_are_refused_at_the_command_line(tmp_path, args, says
 
 def test_training_that_diverges_stops_with_a_sentence(tiny_lego, tmp_path):
     from nerfpipe.datasets.blender import load_blender
-    from nerfpipe.nerf.models import build_model
+    from nerfpipe.nerf.registry import build_model
 
     data = load_blender(tiny_lego, half_res=False, white_background=True)
     data.images[...] = float("nan")  # what NaN cameras or images give: a loss that is not a number

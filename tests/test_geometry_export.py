@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from nerfpipe import colmap
 from nerfpipe.nerf.geometry import (MESH_OPACITY, MESH_SCALE, density_grid, depth_points, extract_mesh, points_level,
                                     surface_level)
-from nerfpipe.nerf.models import Model, RayBundle, RenderOutput, SceneBox, build_model
+from nerfpipe.nerf.interface import Model, RayBundle, RenderOutput, SceneBox
+from nerfpipe.nerf.registry import build_model
 from nerfpipe.progress import RecordingReporter
 from nerfpipe.recipes import load_recipe
 from nerfpipe.stages import evaluation

@@ -6,19 +6,9 @@ import io
 import pytest
 import torch
 
-from nerfpipe.nerf.models import (
-    MODELS,
-    RayBundle,
-    RenderOutput,
-    SceneBox,
-    build_model,
-    chunk_size,
-    get_model,
-    model_names,
-    photometric_loss,
-    register_model,
-    render_image,
-)
+from nerfpipe.nerf.chunking import chunk_size, render_image
+from nerfpipe.nerf.interface import RayBundle, RenderOutput, SceneBox, photometric_loss
+from nerfpipe.nerf.registry import MODELS, build_model, get_model, model_names, register_model
 from nerfpipe.nerf.nerf_model import NerfConfig
 
 NDC_BOX = SceneBox("ndc", ((-1.5, -1.5, -1.0), (1.5, 1.5, 1.0)), 0.0, 1.0, False)
@@ -87,7 +77,7 @@ def test_chunk_size_is_bounded_by_free_memory():
     chunk = chunk_size(model, "cpu")
     assert 256 <= chunk <= 4096 and chunk & (chunk - 1) == 0  # capped on a CPU
     # the full model needs ~0.5 MB per ray without autograd: a chunk uses at most a quarter of what is free
-    from nerfpipe.nerf.models import free_memory_bytes
+    from nerfpipe.nerf.chunking import free_memory_bytes
 
     assert chunk * model.bytes_per_ray(False) <= 0.25 * free_memory_bytes("cpu") or chunk == 256
 

@@ -69,7 +69,7 @@ def prepare_lego(lego: Path, work: Path) -> Path:
 def _render_seconds(scene: Path, run: str) -> dict:
     import torch
 
-    from nerfpipe.nerf.models import chunk_size, model_device, render_image
+    from nerfpipe.nerf.chunking import chunk_size, model_device, render_image
     from nerfpipe.stages.runs import load_run
     from nerfpipe.stages.sources import detect_source, load_scene
 

@@ -74,7 +74,7 @@ def probe(scene: Path, recipe_name: str, overrides: list[str], device, steps: in
     import torch
 
     from nerfpipe.nerf import trainer
-    from nerfpipe.nerf.models import build_model
+    from nerfpipe.nerf.registry import build_model
     from nerfpipe.recipes import load_recipe
     from nerfpipe.stages.sources import detect_source, load_scene
 

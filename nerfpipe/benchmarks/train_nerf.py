@@ -63,7 +63,7 @@ def prepare_scene(fern: Path, work: Path) -> Path:
 
 def _load(scene: Path, overrides: list[str]):
     from nerfpipe.datasets.llff import load_llff
-    from nerfpipe.nerf.models import build_model
+    from nerfpipe.nerf.registry import build_model
     from nerfpipe.recipes import load_recipe
 
     recipe = load_recipe("llff", overrides)
@@ -99,7 +99,7 @@ def _train_phase(scene: str, iters: int, skip_empty: bool, queue) -> None:
 def _render_phase(scene: str, n_rays: int, queue) -> None:
     import torch
 
-    from nerfpipe.nerf.models import chunk_size, render_image
+    from nerfpipe.nerf.chunking import chunk_size, render_image
 
     recipe, data, model = _load(Path(scene), [])
     model.eval()

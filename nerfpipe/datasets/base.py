@@ -11,7 +11,7 @@ from torch import Tensor
 
 from nerfpipe.cameras.normalize import Normalization
 from nerfpipe.cameras.rays import NDC_NEAR, PIXEL_OFFSET, camera_directions, ndc_rays, world_rays
-from nerfpipe.nerf.models import RayBundle, SceneBox
+from nerfpipe.nerf.interface import RayBundle, SceneBox
 
 
 @dataclass

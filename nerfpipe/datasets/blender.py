@@ -20,7 +20,7 @@ import torch
 
 from nerfpipe.datasets.base import SceneData
 from nerfpipe.errors import NerfpipeError
-from nerfpipe.nerf.models import SceneBox
+from nerfpipe.nerf.interface import SceneBox
 
 NEAR, FAR = 2.0, 6.0
 """Ray extent of the synthetic scenes (cameras on a sphere of radius about 4 around the object)."""

@@ -27,7 +27,7 @@ from nerfpipe.cameras.formats import read_poses_bounds
 from nerfpipe.cameras.normalize import BD_FACTOR, apply_to_points, normalize_llff
 from nerfpipe.datasets.base import SceneData, box_around, frustum_corners
 from nerfpipe.errors import NerfpipeError
-from nerfpipe.nerf.models import SceneBox
+from nerfpipe.nerf.interface import SceneBox
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 NEAR_MARGIN = 0.9

@@ -1,4 +1,5 @@
 """Radiance fields: encodings, fields, samplers, volume rendering, models, trainer and metrics.
 
-:mod:`nerfpipe.nerf.models` is the interface every model implements and the registry that names them.
+:mod:`nerfpipe.nerf.interface` is the interface every model implements, :mod:`nerfpipe.nerf.registry`
+names them, :mod:`nerfpipe.nerf.chunking` renders many rays in chunks.
 """

@@ -34,15 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from nerfpipe.nerf.grid import VMEncoding, vm_corners
-from nerfpipe.nerf.models import (
-    LossKind,
-    Model,
-    RayBundle,
-    RenderOutput,
-    SceneBox,
-    photometric_loss,
-    register_model,
-)
+from nerfpipe.nerf.interface import LossKind, Model, RayBundle, RenderOutput, SceneBox, photometric_loss
+from nerfpipe.nerf.registry import register_model
 from nerfpipe.nerf.occupancy import (
     OccupancyGrid,
     box_intersect,

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nerfpipe.nerf.models import Model, RayBundle, RenderOutput, model_device
+from nerfpipe.nerf.chunking import model_device
+from nerfpipe.nerf.interface import Model, RayBundle, RenderOutput
 
 MESH_OPACITY = 0.5
 """The surface: where the field is this opaque over ..."""

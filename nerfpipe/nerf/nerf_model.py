@@ -23,7 +23,8 @@ from torch import Tensor
 
 from nerfpipe.nerf.encodings import PositionalEncoding
 from nerfpipe.nerf.fields import NerfMLP
-from nerfpipe.nerf.models import LossKind, Model, RayBundle, RenderOutput, SceneBox, photometric_loss, register_model
+from nerfpipe.nerf.interface import LossKind, Model, RayBundle, RenderOutput, SceneBox, photometric_loss
+from nerfpipe.nerf.registry import register_model
 from nerfpipe.nerf.rendering import render_along_rays
 from nerfpipe.nerf.samplers import sample_pdf, stratified
 

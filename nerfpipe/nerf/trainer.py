@@ -1,6 +1,6 @@
 """The optimisation loop shared by every model: ray batches, Adam, schedule, checkpoints, logs.
 
-The trainer knows models only through :class:`nerfpipe.nerf.models.Model`, datasets through
+The trainer knows models only through :class:`nerfpipe.nerf.interface.Model`, datasets through
 :class:`TrainingData`, and takes its own :class:`TrainingConfig` (a recipe's ``[training]`` table).
 It is deterministic given the recipe's seed and resumes exactly: each step's ray batch and each
 step's sampling noise come from generators seeded by (seed, step), so a run interrupted at step k and
@@ -32,7 +32,7 @@ from torch import Tensor
 
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.nerf.metrics import mse_to_psnr
-from nerfpipe.nerf.models import LossKind, Model, RayBundle
+from nerfpipe.nerf.interface import LossKind, Model, RayBundle
 from nerfpipe.progress import Reporter
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ from nerfpipe.device import pick_device
 from nerfpipe.io import write_png
 from nerfpipe.nerf import trainer as trainer_mod
 from nerfpipe.nerf.metrics import Lpips, depth_agreement, psnr, ssim
-from nerfpipe.nerf.models import Model, chunk_size, render_image
+from nerfpipe.nerf.chunking import chunk_size, render_image
+from nerfpipe.nerf.interface import Model
 from nerfpipe.progress import Reporter
 from nerfpipe.stages.results import EvalResult, PosesResult, Verdict, load_result
 from nerfpipe.stages.runs import find_run, load_run, run_dir

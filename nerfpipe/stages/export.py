@@ -195,7 +195,8 @@ def run_field(params: FieldExportParams, reporter: Reporter | None = None) -> St
     from nerfpipe.cameras.rays import ndc_point, world_point
     from nerfpipe.datasets.base import make_rays
     from nerfpipe.nerf.geometry import density_grid, depth_points, extract_mesh, points_level, surface_level
-    from nerfpipe.nerf.models import Model, render_image
+    from nerfpipe.nerf.chunking import render_image
+    from nerfpipe.nerf.interface import Model
     from nerfpipe.device import pick_device
     from nerfpipe.stages import runs, sources
 

@@ -26,7 +26,7 @@ from nerfpipe.cameras import paths
 from nerfpipe.cameras.scene_type import classify
 from nerfpipe.datasets.base import make_rays
 from nerfpipe.errors import NerfpipeError
-from nerfpipe.nerf.models import render_image
+from nerfpipe.nerf.chunking import render_image
 from nerfpipe.device import pick_device
 from nerfpipe.progress import Reporter
 from nerfpipe.stages.results import RenderResult

@@ -16,7 +16,8 @@ import torch
 from nerfpipe import scene as scene_layout
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.nerf import trainer as trainer_mod
-from nerfpipe.nerf.models import Model, SceneBox, build_model
+from nerfpipe.nerf.interface import Model, SceneBox
+from nerfpipe.nerf.registry import build_model
 from nerfpipe.progress import Reporter
 from nerfpipe.recipes import Recipe, load_recipe
 

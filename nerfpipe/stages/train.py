@@ -30,7 +30,7 @@ from nerfpipe.device import pick_device
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.io import write_json_atomic
 from nerfpipe.nerf import trainer as trainer_mod
-from nerfpipe.nerf.models import build_model
+from nerfpipe.nerf.registry import build_model
 from nerfpipe.progress import Reporter
 from nerfpipe.recipes import Recipe, default_recipe_name, dump_recipe, has_override, load_recipe
 from nerfpipe.stages.evaluation import EvalParams, run_eval

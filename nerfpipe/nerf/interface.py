@@ -1,13 +1,12 @@
-"""The model interface shared by every radiance-field model, and the registry that names them.
+"""The interface every radiance-field model honours: the rays in, the scene box, the output, the loss.
 
 One trainer, several kinds of model, chosen by the recipe's ``model`` key. The trainer, datasets,
-checkpoints, evaluation and renderer know only what is in this module:
+checkpoints, evaluation and renderer know only what is in this module and the registry:
 
 - :class:`RayBundle` -- rays in, in the space the dataset chose (NDC or world);
 - :class:`SceneBox` -- what a model needs to know of that space, set by the dataset;
 - :class:`RenderOutput` -- colour, depth and opacity out, plus model-specific ``aux`` for its loss;
-- :class:`Model` -- ``render``, ``loss``, ``param_groups``, ``lr_factor``, ``before_step``;
-- :data:`MODELS` / :func:`register_model` / :func:`get_model` -- name -> (config dataclass, builder).
+- :class:`Model` -- ``render``, ``loss``, ``param_groups``, ``lr_factor``, ``before_step``.
 
 Contract details a model must honour:
 
@@ -18,22 +17,18 @@ Contract details a model must honour:
 - Checkpoints hold ``model.state_dict()`` and load with ``torch.load(weights_only=True)``:
   non-parameter state (occupancy grids, step counters) lives in registered buffers, and a model
   built from the same config and :class:`SceneBox` accepts the saved state dict.
-- ``render`` works for any number of rays; callers chunk with :func:`render_image`, whose chunk
-  size comes from :meth:`Model.bytes_per_ray` and the memory free on the device.
+- ``render`` works for any number of rays; callers chunk with
+  :func:`nerfpipe.nerf.chunking.render_image`, whose chunk size comes from :meth:`Model.bytes_per_ray`
+  and the memory free on the device.
 
-The paper's NeRF registers as ``"nerf"`` (:mod:`nerfpipe.nerf.nerf_model`); the fast grid model
-registers as ``"fast"`` when its module (``nerfpipe.nerf.fast``) is imported. :func:`get_model`
-imports those modules lazily, so a missing or broken fast module never breaks the paper model.
+Models register their name in :mod:`nerfpipe.nerf.registry`; :mod:`nerfpipe.nerf.chunking`
+renders a whole image in chunks.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
-import itertools
-import os
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -184,121 +179,3 @@ class Model(torch.nn.Module):
         and (N, 3) unit viewing directions in the world -> (N,) density per unit of distance in that
         space (0 outside the region the model covers) and (N, 3) colour in [0, 1]."""
         raise NotImplementedError(f"{type(self).__name__} cannot be read at points")
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    name: str
-    config_cls: type
-    """A frozen dataclass with a ``loss`` field; the recipe's model table is parsed into it."""
-    builder: Callable[[object, SceneBox], Model]
-    """builder(config, scene_box) -> Model"""
-
-
-MODELS: dict[str, ModelEntry] = {}
-
-_MODEL_MODULES = {"nerf": "nerfpipe.nerf.nerf_model", "fast": "nerfpipe.nerf.fast"}
-"""Modules that register a model name when imported (looked up lazily by :func:`get_model`)."""
-
-
-def register_model(name: str, config_cls: type, builder: Callable[[object, SceneBox], Model]) -> None:
-    """Make ``name`` usable as a recipe's ``model``. The config class must be a dataclass with ``loss``."""
-    if not dataclasses.is_dataclass(config_cls):
-        raise TypeError(f"{config_cls} is not a dataclass")
-    if "loss" not in {f.name for f in dataclasses.fields(config_cls)}:
-        raise TypeError(f"{config_cls.__name__} has no 'loss' field (see nerfpipe.nerf.models)")
-    MODELS[name] = ModelEntry(name, config_cls, builder)
-
-
-def model_names() -> list[str]:
-    """Names a recipe may use: registered ones and those whose module can be imported on demand."""
-    return sorted(set(MODELS) | set(_MODEL_MODULES))
-
-
-def get_model(name: str) -> ModelEntry:
-    """The registry entry for ``name``, importing its module on first use.
-
-    Raises KeyError for a name nobody registers, and ImportError (with the cause chained) when the
-    module that should register it cannot be imported.
-    """
-    if name not in MODELS and name in _MODEL_MODULES:
-        importlib.import_module(_MODEL_MODULES[name])
-    if name not in MODELS:
-        raise KeyError(name)
-    return MODELS[name]
-
-
-def build_model(name: str, config, scene_box: SceneBox) -> Model:
-    return get_model(name).builder(config, scene_box)
-
-
-MEMORY_FRACTION = 0.25
-"""Share of the device's free memory that one rendering chunk may use."""
-MIN_CHUNK, MAX_CHUNK = 256, 65536
-"""Chunk bounds in rays: below MIN_CHUNK per-call overhead dominates; above MAX_CHUNK nothing is gained."""
-MAX_CPU_CHUNK = 4096
-"""On a CPU the matrix products are already at full speed for a few thousand rays; bigger chunks only use memory."""
-
-
-def free_memory_bytes(device: torch.device | str) -> int:
-    """Memory free for tensors on ``device``: CUDA's free memory, MPS's recommended budget minus what
-    is allocated, or the host's MemAvailable for a CPU."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
-    if device.type == "mps":
-        return int(torch.mps.recommended_max_memory() - torch.mps.current_allocated_memory())
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-
-
-def chunk_size(model: Model, device: torch.device | str, *, train: bool = False) -> int:
-    """Rays per rendering call so that one call uses at most MEMORY_FRACTION of the free memory."""
-    budget = free_memory_bytes(device) * MEMORY_FRACTION
-    rays = int(budget // max(1, model.bytes_per_ray(train)))
-    rays = max(MIN_CHUNK, min(MAX_CPU_CHUNK if torch.device(device).type == "cpu" else MAX_CHUNK, rays))
-    return 1 << (rays.bit_length() - 1)  # a power of two, rounded down
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU for an empty module)."""
-    for tensor in itertools.chain(model.parameters(), model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
-def render_image(
-    model: Model,
-    rays: RayBundle,
-    chunk: int | None = None,
-    *,
-    train: bool = False,
-    on_chunk: Callable[[int], None] | None = None,
-) -> RenderOutput:
-    """``model.render`` over any number of rays in chunks, concatenated; memory stays bounded.
-
-    ``rays`` may live on the CPU: each chunk moves to the model's device and each output back to the
-    rays' device. ``chunk`` defaults to :func:`chunk_size` for the model's device. No autograd when
-    train=False. ``on_chunk(n_rays)`` is called after each chunk (progress bars).
-    """
-    device = model_device(model)
-    chunk = chunk or chunk_size(model, device, train=train)
-    out_device = rays.origins.device
-    outs = []
-    with torch.set_grad_enabled(train and torch.is_grad_enabled()):
-        for start in range(0, len(rays), chunk):
-            o = model.render(rays[start : start + chunk].to(device), train=train)
-            if device != out_device:
-                o = RenderOutput(o.rgb.to(out_device), o.depth.to(out_device), o.acc.to(out_device),
-                                 {k: v.to(out_device) for k, v in o.aux.items()})
-            outs.append(o)
-            if on_chunk is not None:
-                on_chunk(len(o.rgb))
-    return RenderOutput.cat(outs)

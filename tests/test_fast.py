@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from nerfpipe.errors import NerfpipeError
-from nerfpipe.nerf.fast import FastConfig, FastModel, composite_weights, sh_basis
+from nerfpipe.nerf.fast import FastConfig, FastModel, sh_basis
+from nerfpipe.nerf.rendering import weights_and_transmittance, weights_from_alpha
+from nerfpipe.nerf.samplers import bin_centres, intervals, stratified
 from nerfpipe.nerf.grid import VMEncoding, interpolate, line_corners, plane_corners, vm_corners
 from nerfpipe.nerf.chunking import render_image
 from nerfpipe.nerf.interface import RayBundle, SceneBox
@@ -93,10 +95,11 @@ def test_vm_encoding_is_the_trilinear_interpolant_of_its_dense_grid():
 
 
 def test_composite_weights_by_hand():
-    alpha = torch.tensor([[0.5, 0.5, 1.0, 0.3]])
-    weights, trans = composite_weights(alpha)
-    assert torch.allclose(weights, torch.tensor([[0.5, 0.25, 0.25, 0.0]]), atol=1e-6)
-    assert trans.item() == pytest.approx(0.0, abs=1e-6)
+    alpha = torch.tensor([[0.5, 0.5, 1.0, 0.3], [0.5, 0.0, 0.5, 0.0]])
+    weights, trans = weights_and_transmittance(alpha)
+    assert torch.allclose(weights, torch.tensor([[0.5, 0.25, 0.25, 0.0], [0.5, 0.0, 0.25, 0.0]]), atol=1e-6)
+    assert torch.allclose(trans[:, 0], torch.tensor([0.0, 0.25]), atol=1e-6)
+    assert torch.equal(weights_from_alpha(alpha), weights)  # the paper model composites with the same weights
     assert sh_basis(torch.tensor([[0.0, 0.0, 1.0]]))[0, 0].item() == pytest.approx(0.2820948)
 
 
@@ -126,6 +129,21 @@ def _world_rays(n: int, radius: float, near: float, far: float, seed: int = 4) -
     target = torch.rand(n, 3, generator=g) - 0.5
     d = F.normalize(target - eye, dim=-1)
     return RayBundle(eye, d, torch.full((n, 1), near), torch.full((n, 1), far))
+
+
+def test_both_models_place_samples_by_hand():
+    near, far = torch.tensor([[1.0], [2.0]]), torch.tensor([[3.0], [4.0]])
+    t = bin_centres(near, far, 4, perturb=False)
+    assert torch.allclose(t, torch.tensor([[1.25, 1.75, 2.25, 2.75], [2.25, 2.75, 3.25, 3.75]]))
+    assert torch.allclose(intervals(t, near, far), torch.full((2, 4), 0.5))
+    inv = bin_centres(near, far, 4, perturb=False, lindisp=True)  # even in 1/t
+    assert torch.allclose(1.0 / inv[0], 1.0 - torch.tensor([0.125, 0.375, 0.625, 0.875]) * (1.0 - 1.0 / 3.0))
+    assert torch.allclose(stratified(near, far, 3, perturb=False), torch.tensor([[1.0, 2.0, 3.0], [2.0, 3.0, 4.0]]))
+    g = torch.Generator().manual_seed(0)
+    jittered = bin_centres(near[:1].expand(500, 1), far[:1].expand(500, 1), 4, perturb=True, generator=g)
+    bins = torch.floor((jittered - 1.0) / 0.5)  # each sample stays in its own bin, and fills it
+    assert torch.equal(bins, torch.arange(4.0).expand(500, 4))
+    assert (jittered - t[:1]).abs().max() > 0.24
 
 
 def test_occupancy_never_drops_a_sample_the_full_evaluation_weights():

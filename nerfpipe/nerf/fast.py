@@ -2,7 +2,7 @@
 
 What one ``render`` call does, for R rays:
 
-1. place S samples per ray on a (R, S) lattice (:mod:`nerfpipe.nerf.occupancy`): evenly in NDC t
+1. place S samples per ray on a (R, S) lattice (:func:`nerfpipe.nerf.samplers.bin_centres`): evenly in NDC t
    for forward-facing scenes, over the ray's segment inside the box for bounded ones, evenly in
    disparity for unbounded ones (after the mip-NeRF 360 contraction);
 2. density: when training, read from the grids only where the occupancy grid says the cell may
@@ -36,14 +36,10 @@ from torch import Tensor, nn
 from nerfpipe.nerf.grid import VMEncoding, vm_corners
 from nerfpipe.nerf.interface import LossKind, Model, RayBundle, RenderOutput, SceneBox, photometric_loss
 from nerfpipe.nerf.registry import register_model
-from nerfpipe.nerf.occupancy import (
-    OccupancyGrid,
-    box_intersect,
-    contract,
-    disparity_t,
-    intervals,
-    stratified_t,
-)
+from nerfpipe.nerf.occupancy import OccupancyGrid
+from nerfpipe.nerf.rendering import weights_and_transmittance
+from nerfpipe.nerf.samplers import bin_centres, intervals
+from nerfpipe.nerf.space import box_intersect, contract
 
 
 @dataclass(frozen=True)
@@ -145,13 +141,6 @@ def sh_basis(dirs: Tensor) -> Tensor:
         ],
         -1,
     )
-
-
-def composite_weights(alpha: Tensor) -> tuple[Tensor, Tensor]:
-    """Compositing weights alpha_i * prod_{j<i} (1 - alpha_j), (rays, samples), and the
-    transmittance left after the last sample, (rays, 1), from alpha (rays, samples)."""
-    trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + 1e-10], -1), -1)
-    return alpha * trans[:, :-1], trans[:, -1:]
 
 
 def resolution_for(voxels: int, lo: Tensor, hi: Tensor) -> tuple[int, int, int]:
@@ -286,13 +275,13 @@ class FastModel(Model):
         n = self.cfg.samples
         near, far = rays.near, rays.far
         if self.box.kind == "unbounded":  # contracted space holds every point
-            t = disparity_t(near.clamp_min(1e-3), far, n, train)
+            t = bin_centres(near.clamp_min(1e-3), far, n, perturb=train, lindisp=True)
             return t, intervals(t, near, far), torch.ones_like(t, dtype=torch.bool)
         t_in, t_out = box_intersect(rays.origins, rays.directions, self.aabb[0], self.aabb[1])
         if self.box.kind == "bounded":  # spend every sample inside the box
             near = torch.maximum(near, t_in)
             far = torch.maximum(torch.minimum(far, t_out), near)
-        t = stratified_t(near, far, n, train)
+        t = bin_centres(near, far, n, perturb=train)
         return t, intervals(t, near, far), (t >= t_in) & (t <= t_out)
 
     # -- rendering ---------------------------------------------------------------------------
@@ -400,7 +389,7 @@ class FastModel(Model):
         sigma = sigma_fn(x, valid.reshape(-1)).view(n_rays, n)
         delta = dt * torch.linalg.vector_norm(rays.directions, dim=-1, keepdim=True)  # (R, s) distances
         alpha = 1.0 - torch.exp(-self.cfg.density_scale * sigma * delta)
-        weights, trans_out = composite_weights(alpha)
+        weights, trans_out = weights_and_transmittance(alpha)
         if trans is not None:
             weights, trans_out = weights * trans, trans_out * trans
 

@@ -1,18 +1,14 @@
-"""Where the fast model puts its samples: ray intervals per scene kind, scene contraction, and an
-occupancy grid that lets the field skip empty space.
+"""The fast model's occupancy grid: which cells of space may hold visible density, so that the field skips the rest.
 
-Every sample is placed on a dense (rays, samples) lattice of ray parameters t; the occupancy grid
-then marks which of them the field evaluates. Skipped samples get zero density, so a skipped
+Every sample is placed on a dense (rays, samples) lattice of ray parameters t
+(:func:`nerfpipe.nerf.samplers.bin_centres`); the occupancy grid then marks which of them the
+field evaluates. Skipped samples get zero density, so a skipped
 sample changes the render only if the field would have given it a visible weight. The grid is
 built so that this cannot happen: its cells are the cells of the field's own vertex grid, a cell
 is empty only if the density at all 8 of its vertices is below a threshold density, and for a
 field whose density is a monotone function of a trilinearly interpolated feature (the VM
 encoding is one) no point of such a cell is denser than its densest vertex.
 ``tests/test_fast.py`` checks that no sample the full evaluation weights is skipped.
-
-Field coordinates are normalised to [-1, 1]^3 over the scene box: NDC and bounded scenes map
-their axis-aligned box linearly; unbounded scenes first contract space (mip-NeRF 360: points
-beyond the unit ball of the box-normalised space fold into radius 2), then divide by 2.
 """
 
 from __future__ import annotations
@@ -20,52 +16,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-
-def stratified_t(near: Tensor, far: Tensor, n: int, perturb: bool, generator: torch.Generator | None = None) -> Tensor:
-    """n sample parameters per ray, evenly spaced in [near, far] (bin centres; uniformly jittered
-    within their bins when ``perturb``). near, far: (rays, 1) -> (rays, n)."""
-    u = (torch.arange(n, device=near.device, dtype=near.dtype) + 0.5) / n
-    u = u.expand(near.shape[0], n)
-    if perturb:
-        jitter = torch.rand(near.shape[0], n, device=near.device, dtype=near.dtype, generator=generator) - 0.5
-        u = u + jitter / n
-    return near + (far - near) * u
-
-
-def disparity_t(near: Tensor, far: Tensor, n: int, perturb: bool, generator: torch.Generator | None = None) -> Tensor:
-    """Like :func:`stratified_t` but evenly spaced in 1/t (for unbounded scenes): (rays, 1) -> (rays, n)."""
-    s = stratified_t(torch.zeros_like(near), torch.ones_like(far), n, perturb, generator)
-    return 1.0 / (s / far + (1.0 - s) / near)
-
-
-def intervals(t: Tensor, near: Tensor, far: Tensor) -> Tensor:
-    """Length of the ray segment each sample stands for: midpoints between neighbours, clipped to
-    [near, far]. t: (rays, n) sorted; near, far: (rays, 1) -> (rays, n)."""
-    mid = 0.5 * (t[:, 1:] + t[:, :-1])
-    edges = torch.cat([near, mid, far], -1)
-    return (edges[:, 1:] - edges[:, :-1]).clamp_min(0.0)
-
-
-def box_intersect(origins: Tensor, directions: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
-    """Entry and exit ray parameters of an axis-aligned box (slab method).
-
-    origins, directions: (rays, 3); lo, hi: (3,). Returns t_in, t_out: (rays, 1); t_in >= t_out
-    where the ray misses the box.
-    """
-    safe = torch.where(directions.abs() < 1e-9, torch.full_like(directions, 1e-9), directions)
-    t0 = (lo - origins) / safe
-    t1 = (hi - origins) / safe
-    t_in = torch.minimum(t0, t1).amax(-1, keepdim=True)
-    t_out = torch.maximum(t0, t1).amin(-1, keepdim=True)
-    return t_in, t_out
-
-
-def contract(x: Tensor) -> Tensor:
-    """mip-NeRF 360 contraction (L2 norm): identity inside the unit ball, ``(2 - 1/|x|) x/|x|``
-    outside; (..., 3) -> (..., 3) with norm < 2."""
-    norm = x.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-    return torch.where(norm <= 1.0, x, (2.0 - 1.0 / norm) * x / norm)
 
 
 class OccupancyGrid(nn.Module):

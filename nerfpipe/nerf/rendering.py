@@ -50,11 +50,16 @@ def alpha_from_density(sigma: Tensor, delta: Tensor) -> Tensor:
     return -torch.expm1(-sigma * delta)
 
 
+def weights_and_transmittance(alpha: Tensor) -> tuple[Tensor, Tensor]:
+    """alpha (rays, samples) -> the weights w_i = alpha_i * T_i, T_i = prod_{j<i} (1 - alpha_j + 1e-10)
+    (rays, samples), and the transmittance left after the last sample (rays, 1)."""
+    trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + TRANSMITTANCE_EPS], dim=-1), dim=-1)
+    return alpha * trans[:, :-1], trans[:, -1:]
+
+
 def weights_from_alpha(alpha: Tensor) -> Tensor:
-    """alpha (rays, samples) -> weights w_i = alpha_i * prod_{j<i} (1 - alpha_j + 1e-10) (rays, samples)."""
-    trans = torch.cumprod(1.0 - alpha + TRANSMITTANCE_EPS, dim=-1)
-    trans = torch.cat([torch.ones_like(trans[:, :1]), trans[:, :-1]], dim=-1)
-    return alpha * trans
+    """alpha (rays, samples) -> the compositing weights (rays, samples) of :func:`weights_and_transmittance`."""
+    return weights_and_transmittance(alpha)[0]
 
 
 def composite(weights: Tensor, rgb: Tensor, z: Tensor, *, white_background: bool) -> Composite:

@@ -1,7 +1,10 @@
-"""Where along each ray to evaluate the field: stratified samples and hierarchical (inverse-CDF) samples.
+"""Where along each ray to evaluate the field, for both models: stratified, bin-centre and hierarchical (inverse-CDF) samples.
 
-Both take the rays' per-ray ``near``/``far`` and return sample distances ``z`` (rays, samples),
-sorted along each ray. Randomness comes from the torch generator passed in (global RNG if None).
+Each takes the rays' per-ray ``near``/``far`` and returns sample distances ``z`` (rays, samples),
+sorted along each ray, spaced evenly in depth or in disparity (:func:`along`). The paper's model
+uses :func:`stratified` (end points included, the reference code's placement) and
+:func:`sample_pdf`; the fast model :func:`bin_centres` and :func:`intervals` (the segment each
+sample stands for). Randomness comes from the torch generator passed in (global RNG if None).
 """
 
 from __future__ import annotations
@@ -13,6 +16,14 @@ PDF_WEIGHT_FLOOR = 1e-5
 """Added to every coarse weight before normalising, so that empty rays still sample their whole extent."""
 CDF_STEP_FLOOR = 1e-5
 """CDF steps smaller than this are treated as 1 when inverting (avoids dividing by zero on flat parts)."""
+
+
+def along(near: Tensor, far: Tensor, s: Tensor, lindisp: bool) -> Tensor:
+    """Fractions s in [0, 1] (rays, n) or (n,) of the way from near to far (rays, 1), evenly in depth or,
+    with ``lindisp``, evenly in disparity 1/z -> z (rays, n)."""
+    if lindisp:
+        return 1.0 / (s / far + (1.0 - s) / near)
+    return near + (far - near) * s
 
 
 def stratified(
@@ -29,11 +40,7 @@ def stratified(
     Evenly spaced in depth (or in disparity when ``lindisp``), from near to far inclusive; with
     ``perturb`` each sample moves uniformly within its bin, bounded by the midpoints to its neighbours.
     """
-    t = torch.linspace(0.0, 1.0, n_samples, device=near.device, dtype=near.dtype)
-    if lindisp:
-        z = 1.0 / (1.0 / near * (1.0 - t) + 1.0 / far * t)
-    else:
-        z = near * (1.0 - t) + far * t
+    z = along(near, far, torch.linspace(0.0, 1.0, n_samples, device=near.device, dtype=near.dtype), lindisp)
     if perturb:
         mids = 0.5 * (z[:, 1:] + z[:, :-1])
         upper = torch.cat([mids, z[:, -1:]], dim=-1)
@@ -41,6 +48,25 @@ def stratified(
         u = torch.rand(z.shape, device=z.device, dtype=z.dtype, generator=generator)
         z = lower + (upper - lower) * u
     return z
+
+
+def bin_centres(near: Tensor, far: Tensor, n: int, *, perturb: bool, lindisp: bool = False,
+                generator: torch.Generator | None = None) -> Tensor:
+    """n samples per ray at the centres of n equal bins of [near, far] (in depth, or in disparity with
+    ``lindisp``); with ``perturb`` each moves uniformly within its bin. near, far: (rays, 1) -> (rays, n)."""
+    s = (torch.arange(n, device=near.device, dtype=near.dtype) + 0.5) / n
+    s = s.expand(near.shape[0], n)
+    if perturb:
+        s = s + (torch.rand(near.shape[0], n, device=near.device, dtype=near.dtype, generator=generator) - 0.5) / n
+    return along(near, far, s, lindisp)
+
+
+def intervals(t: Tensor, near: Tensor, far: Tensor) -> Tensor:
+    """Length of the ray segment each sample stands for: midpoints between neighbours, clipped to
+    [near, far]. t: (rays, n) sorted; near, far: (rays, 1) -> (rays, n)."""
+    mid = 0.5 * (t[:, 1:] + t[:, :-1])
+    edges = torch.cat([near, mid, far], -1)
+    return (edges[:, 1:] - edges[:, :-1]).clamp_min(0.0)
 
 
 def sample_pdf(

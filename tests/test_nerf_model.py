@@ -23,6 +23,25 @@ def _rays(n: int, seed: int = 0) -> RayBundle:
     return RayBundle(o, d, torch.zeros(n, 1), torch.ones(n, 1))
 
 
+@pytest.mark.parametrize("name", ["nerf", "fast"])
+def test_training_noise_comes_from_the_generator_passed_not_the_global_rng(name):
+    """The trainer passes each step a generator seeded by (seed, step): the jitter and noise of a training
+    render come from it alone, so a step is the same whatever else drew from torch's global RNG."""
+    from nerfpipe.nerf.fast import FastConfig
+
+    cfg = TINY if name == "nerf" else FastConfig(voxels_init=16**3, voxels_final=16**3, grow_at=(), samples=24)
+    torch.manual_seed(0)
+    model = build_model(name, cfg, NDC_BOX)
+    rays = _rays(64)
+    outs = []
+    for global_seed, seed in ((1, 5), (2, 5), (3, 6)):
+        torch.manual_seed(global_seed)
+        state = torch.random.get_rng_state()
+        outs.append(model.render(rays, train=True, generator=torch.Generator().manual_seed(seed)).rgb.detach())
+        assert torch.equal(torch.random.get_rng_state(), state)  # nothing drawn from the global RNG
+    assert torch.equal(outs[0], outs[1]) and not torch.equal(outs[0], outs[2])
+
+
 @pytest.mark.parametrize("use_viewdirs,white", [(True, False), (False, True)])
 def test_sparse_field_matches_plain_autograd(use_viewdirs, white):
     box = dataclasses.replace(NDC_BOX, white_background=white)

@@ -269,30 +269,31 @@ class FastModel(Model):
             return -2.0 * torch.ones(3), 2.0 * torch.ones(3)
         return self.aabb[0].cpu(), self.aabb[1].cpu()
 
-    def place_samples(self, rays: RayBundle, train: bool) -> tuple[Tensor, Tensor, Tensor]:
+    def place_samples(self, rays: RayBundle, train: bool,
+                      generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """t (rays, S) sample parameters, dt (rays, S) their ray-parameter intervals, and
         valid (rays, S) bool: the sample lies inside the box."""
         n = self.cfg.samples
         near, far = rays.near, rays.far
         if self.box.kind == "unbounded":  # contracted space holds every point
-            t = bin_centres(near.clamp_min(1e-3), far, n, perturb=train, lindisp=True)
+            t = bin_centres(near.clamp_min(1e-3), far, n, perturb=train, lindisp=True, generator=generator)
             return t, intervals(t, near, far), torch.ones_like(t, dtype=torch.bool)
         t_in, t_out = box_intersect(rays.origins, rays.directions, self.aabb[0], self.aabb[1])
         if self.box.kind == "bounded":  # spend every sample inside the box
             near = torch.maximum(near, t_in)
             far = torch.maximum(torch.minimum(far, t_out), near)
-        t = bin_centres(near, far, n, perturb=train)
+        t = bin_centres(near, far, n, perturb=train, generator=generator)
         return t, intervals(t, near, far), (t >= t_in) & (t <= t_out)
 
     # -- rendering ---------------------------------------------------------------------------
-    def render(self, rays: RayBundle, *, train: bool) -> RenderOutput:
+    def render(self, rays: RayBundle, *, train: bool, generator: torch.Generator | None = None) -> RenderOutput:
         """(rays,) in, RenderOutput out; see the module docstring for the four steps.
 
         train=False reads the density from a dense volume computed once from the grids (exact,
         and faster than skipping empty cells), and marches the lattice in depth segments of
         ``segment`` samples, dropping rays whose transmittance fell below ``stop_transmittance``
         (their later samples weigh less still)."""
-        t, dt, valid = self.place_samples(rays, train)
+        t, dt, valid = self.place_samples(rays, train, generator)
         if train:
             rgb, depth, acc, _, _ = self._segment(rays, t, dt, valid, None, self._occupied_sigma)
         else:

@@ -151,8 +151,9 @@ def photometric_loss(kind: LossKind, pred: Tensor, target: Tensor) -> Tensor:
 class Model(torch.nn.Module):
     """A radiance field with its sampler and renderer: rays in, colours out."""
 
-    def render(self, rays: RayBundle, *, train: bool) -> RenderOutput:
-        """Render ``rays``. train=True: perturbation and noise on; train=False: deterministic."""
+    def render(self, rays: RayBundle, *, train: bool, generator: torch.Generator | None = None) -> RenderOutput:
+        """Render ``rays``. train=True: perturbation and noise on, drawn from ``generator`` (on the rays'
+        device; None: the global RNG); train=False: deterministic."""
         raise NotImplementedError
 
     def loss(self, out: RenderOutput, target: Tensor, step: int) -> tuple[Tensor, dict[str, float]]:

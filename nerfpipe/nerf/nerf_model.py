@@ -101,20 +101,21 @@ class NerfModel(Model):
         self.coarse = NerfMLP(config.netdepth, config.netwidth, **dims)
         self.fine = NerfMLP(config.netdepth_fine, config.netwidth_fine, **dims) if config.n_importance > 0 else None
 
-    def render(self, rays: RayBundle, *, train: bool) -> RenderOutput:
+    def render(self, rays: RayBundle, *, train: bool, generator: torch.Generator | None = None) -> RenderOutput:
         c = self.config
         perturb = train and c.perturb
         noise_std = c.raw_noise_std if train else 0.0
         d_enc = self.dir_enc(rays.unit_viewdirs()) if c.use_viewdirs else None  # (rays, 27)
-        z = stratified(rays.near, rays.far, c.n_samples, perturb=perturb, lindisp=c.lindisp)
-        sigma, rgb = self._evaluate(self.coarse, rays, z, d_enc, noise_std)
+        z = stratified(rays.near, rays.far, c.n_samples, perturb=perturb, lindisp=c.lindisp, generator=generator)
+        sigma, rgb = self._evaluate(self.coarse, rays, z, d_enc, noise_std, generator)
         coarse = render_along_rays(sigma, rgb, z, rays.directions, white_background=self.box.white_background)
         if self.fine is None:
             return RenderOutput(coarse.rgb, coarse.depth, coarse.acc, {"disparity": coarse.disparity})
         mids = 0.5 * (z[:, 1:] + z[:, :-1])
-        z_fine = sample_pdf(mids, coarse.weights[:, 1:-1].detach(), c.n_importance, deterministic=not perturb)
+        z_fine = sample_pdf(mids, coarse.weights[:, 1:-1].detach(), c.n_importance, deterministic=not perturb,
+                            generator=generator)
         z_all, _ = torch.sort(torch.cat([z, z_fine.detach()], dim=-1), dim=-1)
-        sigma, rgb = self._evaluate(self.fine, rays, z_all, d_enc, noise_std)
+        sigma, rgb = self._evaluate(self.fine, rays, z_all, d_enc, noise_std, generator)
         fine = render_along_rays(sigma, rgb, z_all, rays.directions, white_background=self.box.white_background)
         aux = {"rgb_coarse": coarse.rgb, "disparity": fine.disparity, "acc_coarse": coarse.acc}
         return RenderOutput(fine.rgb, fine.depth, fine.acc, aux)
@@ -126,12 +127,14 @@ class NerfModel(Model):
         raw, rgb_raw = field(self.pos_enc(points), self.dir_enc(viewdirs) if self.config.use_viewdirs else None)
         return torch.relu(raw), torch.sigmoid(rgb_raw)
 
-    def _evaluate(self, field: NerfMLP, rays: RayBundle, z: Tensor, d_enc: Tensor | None, noise_std: float):
+    def _evaluate(self, field: NerfMLP, rays: RayBundle, z: Tensor, d_enc: Tensor | None, noise_std: float,
+                  generator: torch.Generator | None = None):
         """The field at samples z (rays, samples) -> sigma = relu(raw + noise) (rays, samples), rgb (rays, samples, 3)."""
         n_rays, n_samples = z.shape
         pts = rays.origins[:, None, :] + rays.directions[:, None, :] * z[..., None]  # (rays, samples, 3)
         x = self.pos_enc(pts.reshape(-1, 3))  # (points, 63)
-        noise = torch.randn(x.shape[0], device=x.device, dtype=x.dtype) * noise_std if noise_std > 0 else None
+        noise = (torch.randn(x.shape[0], device=x.device, dtype=x.dtype, generator=generator) * noise_std
+                 if noise_std > 0 else None)
         if not self.config.skip_empty:  # the literal formulation, plain autograd over every sample
             d = None if d_enc is None else d_enc.repeat_interleave(n_samples, 0)
             raw, rgb_raw = field(x, d)

@@ -107,8 +107,10 @@ def matmul_precision(tf32: bool) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32 = before
 
 
-def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * _SEED_STRIDE + step + stream * 7919)
+def step_generator(seed: int, step: int, stream: int = 0, device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator of one stream of one step: 0 the model's sample jitter and density noise (on the
+    model's device), 1 the epoch's ray order, 2 the step's ray batch."""
+    return torch.Generator(device=device).manual_seed(seed * _SEED_STRIDE + step + stream * 7919)
 
 
 class RaySampler:
@@ -350,13 +352,12 @@ def train_step(model: Model, optimizer: torch.optim.Optimizer, base_lrs: list[fl
 
     Returns the model's loss stats plus the fine colour's MSE and the PSNR from it.
     """
-    torch.manual_seed(cfg.seed * _SEED_STRIDE + step)  # sample jitter and density noise
     model.before_step(step)
     factor = model.lr_factor(step, cfg.iters)
     for group, base in zip(optimizer.param_groups, base_lrs):
         group["lr"] = base * factor
     rays, target = sampler.batch(step, device)
-    out = model.render(rays, train=True)
+    out = model.render(rays, train=True, generator=step_generator(cfg.seed, step, stream=0, device=device))
     loss, stats = model.loss(out, target, step)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

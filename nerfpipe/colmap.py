@@ -89,7 +89,16 @@ def _exit_without_teardown() -> None:
         os._exit(130)
 
 
-atexit.register(_exit_without_teardown)  # registered first, so it runs after every other atexit hook
+_EXIT_HOOKED = False
+
+
+def _hook_exit() -> None:
+    """Register :func:`_exit_without_teardown` once, before the first long pycolmap call (not on import):
+    hooks registered after it run before it (atexit runs the last-registered first)."""
+    global _EXIT_HOOKED
+    if not _EXIT_HOOKED:
+        atexit.register(_exit_without_teardown)
+        _EXIT_HOOKED = True
 
 
 def _run_cancellable(fn: Callable[[pycolmap.CancellationToken], object], poll: Callable[[], None] | None = None):
@@ -99,6 +108,7 @@ def _run_cancellable(fn: Callable[[pycolmap.CancellationToken], object], poll: C
     the token, waits for the call to return and re-raises (see the module docstring for what follows).
     Exceptions of ``fn`` are re-raised here.
     """
+    _hook_exit()
     token = pycolmap.CancellationToken()
     box: dict[str, object] = {}
 

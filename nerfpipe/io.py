@@ -44,6 +44,10 @@ def write_json_atomic(path: Path, data: Any, indent: int = 1) -> None:
     write_bytes_atomic(path, json.dumps(data, indent=indent, default=str).encode())
 
 
+PNG_COMPRESSION = 3
+"""zlib level of the image folders nerfpipe writes (images_<k>/, masks/): smaller than OpenCV's 1, still fast."""
+
+
 def encode_png(rgb: np.ndarray, compression: int | None = None) -> bytes:
     """(H, W, 3) uint8 RGB (or float in [0, 1], rounded) -> PNG bytes; ``compression`` 0-9 (OpenCV's default: 1)."""
     rgb = np.asarray(rgb)

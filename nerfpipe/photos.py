@@ -1,4 +1,4 @@
-"""Reading user photos: upright (EXIF orientation), RGB, 8-bit, whatever came in.
+"""Reading user photos (upright by EXIF orientation, RGB, 8-bit, whatever came in) and making their downsampled copies.
 
 Pillow reads every format here; it is what imageio itself reads images with.
 """
@@ -249,3 +249,28 @@ def object_mask(rgb: np.ndarray, alpha: np.ndarray | None = None) -> tuple[np.nd
     if fraction < ON_WHITE_MIN_BACKGROUND or fraction > 0.995:
         return np.ones((h, w), dtype=bool), Background("photo", round(border_white, 4), round(fraction, 4))
     return ~background, Background("white", round(border_white, 4), round(fraction, 4))
+
+
+# --------------------------------------------------------------------------------------------------
+# Downsampled copies (ingest's images_<k>/, undistort's images_undistorted_<k>/)
+
+CROP_MULTIPLE = 16
+"""Both sides of every downsampled image are a multiple of this (NeRF code and video encoders like it)."""
+
+
+def crop_box(width: int, height: int, factor: int, multiple: int = CROP_MULTIPLE) -> tuple[int, int, int, int]:
+    """Centre crop (x0, y0, w, h) in full-resolution pixels so that (w/factor, h/factor) are multiples of ``multiple``."""
+    out_w = (width // factor) // multiple * multiple
+    out_h = (height // factor) // multiple * multiple
+    if out_w == 0 or out_h == 0:
+        raise ValueError("too small")
+    w, h = out_w * factor, out_h * factor
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+def downsample(rgb: np.ndarray, factor: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> centre-cropped, area-downsampled (h, w, 3) uint8, h and w multiples of 16."""
+    height, width = rgb.shape[:2]
+    x0, y0, w, h = crop_box(width, height, factor)
+    crop = rgb[y0 : y0 + h, x0 : x0 + w]
+    return cv2.resize(crop, (w // factor, h // factor), interpolation=cv2.INTER_AREA)

@@ -17,7 +17,8 @@ from nerfpipe.cli import app
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.progress import RecordingReporter
 from nerfpipe.stages import ingest
-from nerfpipe.stages.ingest import IngestParams, crop_box
+from nerfpipe.photos import crop_box
+from nerfpipe.stages.ingest import IngestParams
 
 RUNNER = CliRunner()
 ORIENTATION = 0x0112

@@ -132,11 +132,10 @@ def test_the_files_own_recentring_does_not_matter(tmp_path, with_bounds):
     a = _arc_scene(tmp_path / "a", c2w, bounds=bounds)
     b = _arc_scene(tmp_path / "b", moved, bounds=None if bounds is None else bounds * scale,
                    extra={"aabb_scale": 4, "scale": scale, "offset": shift.tolist()})
-    for scene in (a, b):
-        undistort.run(undistort.UndistortParams(scene=scene, factor=1))
+    prepared = {scene: undistort.run(undistort.UndistortParams(scene=scene, factor=1)).result for scene in (a, b)}
     assert classify(scene_cameras(a)).kind == classify(scene_cameras(b)).kind == "arc"
     for kw in ({"ndc": False, "spherify": True}, {"ndc": True, "spherify": False}):
-        da, db = load_transforms(a, factor=1, llffhold=4, **kw), load_transforms(b, factor=1, llffhold=4, **kw)
+        da, db = (load_transforms(s, prepared=prepared[s], factor=1, llffhold=4, **kw) for s in (a, b))
         assert np.allclose(da.c2w.numpy(), db.c2w.numpy(), atol=1e-5)
         assert np.allclose(da.bounds, db.bounds) and da.near == pytest.approx(db.near) and da.far == pytest.approx(db.far)
         assert da.source["bounds"] == ("file" if with_bounds else "estimated")
@@ -200,7 +199,7 @@ def test_own_scene_with_lens_distortion_trains_on_undistorted_images(fern_posed)
     gives the same pixels), with their focal; the poses stay those of poses_bounds.npy."""
     from nerfpipe.cameras.formats import read_poses_bounds
     from nerfpipe.recipes import load_recipe
-    from nerfpipe.stages.ingest import downsample
+    from nerfpipe.photos import downsample
 
     scene, res, _ = fern_posed
     cam = read_transforms(scene / "transforms.json").cameras[0]

@@ -33,21 +33,14 @@ from pathlib import Path
 import numpy as np
 
 from nerfpipe import scene as scene_layout
-from nerfpipe.cache import load_manifest
 from nerfpipe.cameras.formats import Transforms, UnsupportedCamera, read_transforms
 from nerfpipe.cameras.normalize import BD_FACTOR, estimate_bounds
 from nerfpipe.datasets.base import SceneData
 from nerfpipe.datasets.llff import llff_scene_data, read_image
 from nerfpipe.errors import NerfpipeError
 
-STAGE_PREFIX = "undistort"
-"""The cached stage that prepares the images: ``undistort-<factor>`` (see :mod:`nerfpipe.stages.undistort`)."""
 MISSING_NAMES_SHOWN = 3
 """The missing-files sentence names this many of the missing images."""
-
-
-def stage_name(factor: int) -> str:
-    return f"{STAGE_PREFIX}-{factor}"
 
 
 def images_dir_name(factor: int) -> str:
@@ -140,6 +133,7 @@ def frame_bounds(transforms: Transforms) -> tuple[np.ndarray, str]:
 def load_transforms(
     scene: Path,
     *,
+    prepared: dict | None,
     factor: int = 8,
     llffhold: int = 8,
     ndc: bool = True,
@@ -147,13 +141,14 @@ def load_transforms(
     bd_factor: float = BD_FACTOR,
     white_background: bool = False,
 ) -> SceneData:
-    """Load a transforms.json scene whose images the ``undistort-<factor>`` stage has prepared
-    (``nerfpipe train`` runs it first; from Python: :func:`nerfpipe.stages.undistort.run`)."""
+    """Load a transforms.json scene whose images the ``undistort-<factor>`` stage has prepared.
+
+    ``prepared``: that stage's result (names, files, focal, full_size, full_focal, undistorted);
+    ``nerfpipe train`` runs it first; from Python: ``nerfpipe.stages.undistort.run(...).result``."""
     scene = Path(scene)
     if ndc and spherify:
         raise NerfpipeError("ndc and spherify cannot both be on: NDC is for forward-facing scenes, spherify for 360-degree ones; set ndc = false.")
     frames = read_frames(scene / scene_layout.TRANSFORMS)
-    prepared = (load_manifest(scene, stage_name(factor)) or {}).get("result")
     names = frames.transforms.file_paths
     if not prepared or prepared.get("names") != names:
         raise NerfpipeError(

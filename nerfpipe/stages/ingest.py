@@ -50,9 +50,9 @@ from nerfpipe import scene as scene_layout
 from nerfpipe.cache import StageResult, StageSpec, run_stage
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.frames import DEFAULT_FRAMES, VIDEO_SUFFIXES, VideoError, extract_frames
-from nerfpipe.photos import (HEIF_FORMATS, PHOTO_SUFFIXES, UNSUPPORTED_PHOTO_SUFFIXES, PhotoError,
-                             Background, object_mask, open_photo, probe, read_photo)
-from nerfpipe.io import write_png
+from nerfpipe.photos import (CROP_MULTIPLE, HEIF_FORMATS, PHOTO_SUFFIXES, UNSUPPORTED_PHOTO_SUFFIXES, Background, PhotoError,
+                             downsample, object_mask, open_photo, probe, read_photo)
+from nerfpipe.io import PNG_COMPRESSION, write_png
 from nerfpipe.scene import natural_key
 from nerfpipe.progress import Reporter
 from nerfpipe.stages.results import IngestResult
@@ -61,10 +61,7 @@ STAGE = "ingest"
 VERSION = "2"
 """2: photos in natural name order; masks/ for photos cut out on white or on transparency."""
 MIN_PHOTOS = 3
-CROP_MULTIPLE = 16
-"""Both sides of every downsampled image are a multiple of this (NeRF code and video encoders like it)."""
 JPEG_QUALITY = 95
-PNG_COMPRESSION = 3
 ON_WHITE_SCENE = 0.9
 """The scene is cut out on white when at least this fraction of its photos is (on white or transparent)."""
 
@@ -87,24 +84,6 @@ class IngestParams:
     """Folder of object masks, one per photo named by its stem (``IMG_1.png`` for ``IMG_1.jpg``; grey >= 128
     = object), as a segmentation tool writes them: SfM then sees only the objects (a turntable
     capture, where the room stands still while the object turns, needs this)."""
-
-
-def crop_box(width: int, height: int, factor: int, multiple: int = CROP_MULTIPLE) -> tuple[int, int, int, int]:
-    """Centre crop (x0, y0, w, h) in full-resolution pixels so that (w/factor, h/factor) are multiples of ``multiple``."""
-    out_w = (width // factor) // multiple * multiple
-    out_h = (height // factor) // multiple * multiple
-    if out_w == 0 or out_h == 0:
-        raise ValueError("too small")
-    w, h = out_w * factor, out_h * factor
-    return (width - w) // 2, (height - h) // 2, w, h
-
-
-def downsample(rgb: np.ndarray, factor: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> centre-cropped, area-downsampled (h, w, 3) uint8, h and w multiples of 16."""
-    height, width = rgb.shape[:2]
-    x0, y0, w, h = crop_box(width, height, factor)
-    crop = rgb[y0 : y0 + h, x0 : x0 + w]
-    return cv2.resize(crop, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
 
 
 def list_candidates(photos: Path) -> tuple[list[Path], list[Path], list[tuple[str, str]]]:

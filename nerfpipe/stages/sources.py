@@ -142,8 +142,8 @@ def load_scene(scene: Path, recipe: Recipe, source: Source, reporter: Reporter |
     if source.kind == "blender":
         return load_blender(scene, half_res=d.half_res, white_background=d.white_bkgd)
     if source.kind == "transforms":
-        undistort.run(undistort.UndistortParams(scene=scene, factor=d.factor), reporter)
-        return load_transforms(scene, factor=d.factor, llffhold=d.llffhold, ndc=d.ndc, spherify=d.spherify,
+        prepared = undistort.run(undistort.UndistortParams(scene=scene, factor=d.factor), reporter).result
+        return load_transforms(scene, prepared=prepared, factor=d.factor, llffhold=d.llffhold, ndc=d.ndc, spherify=d.spherify,
                                bd_factor=d.bd_factor, white_background=d.white_bkgd)
     points = sparse_points(scene) if d.object and source.kind == "nerfpipe" else None
     prepared = undistort.run(undistort.UndistortParams(scene=scene, factor=d.factor), reporter).result if source.undistort else None

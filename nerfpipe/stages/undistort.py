@@ -10,7 +10,7 @@ and then:
 
 - a camera that already is the renderer's (no distortion, fl_x == fl_y, centred principal point) is
   downsampled and centre-cropped exactly as ingest makes ``images_<k>/``
-  (:func:`nerfpipe.stages.ingest.downsample`): focal / k, size a multiple of 16;
+  (:func:`nerfpipe.photos.downsample`): focal / k, size a multiple of 16;
 - any other camera is resampled (:func:`nerfpipe.cameras.undistort.resample`) at full resolution
   onto a centred pinhole camera of one focal length for every frame
   (:func:`~nerfpipe.cameras.undistort.common_focal`), of the largest centred size that is a multiple
@@ -34,19 +34,24 @@ from nerfpipe import scene as scene_layout
 from nerfpipe.cache import StageResult, StageSpec, run_stage
 from nerfpipe.cameras.formats import PinholeCamera
 from nerfpipe.cameras.undistort import border_inside, common_focal, is_plain, resample
-from nerfpipe.datasets.transforms import images_dir_name, read_frames, stage_name
+from nerfpipe.datasets.transforms import images_dir_name, read_frames
 from nerfpipe.errors import NerfpipeError
-from nerfpipe.io import write_png
-from nerfpipe.photos import PhotoError, read_rgb8
+from nerfpipe.io import PNG_COMPRESSION, write_png
+from nerfpipe.photos import PhotoError, crop_box, downsample, read_rgb8
 from nerfpipe.progress import Reporter
 from nerfpipe.stages.results import UndistortResult
-from nerfpipe.stages.ingest import PNG_COMPRESSION, crop_box, downsample
 
+STAGE_PREFIX = "undistort"
+"""The stage is ``undistort-<factor>``: one cache entry per downsampling factor."""
 VERSION = "1"
 SHRINK_STEP = 0.01
 """When the photo does not cover the resampled image, shrink it by this fraction of the photo's size at a time ..."""
 MAX_SHRINK = 0.5
 """... down to this fraction at most (beyond, the camera's numbers cannot be right)."""
+
+
+def stage_name(factor: int) -> str:
+    return f"{STAGE_PREFIX}-{factor}"
 
 
 @dataclass(frozen=True)

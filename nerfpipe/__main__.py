@@ -1,3 +1,5 @@
+"""``python -m nerfpipe``: the same command as ``nerfpipe``."""
+
 from nerfpipe.cli import main
 
 main()

@@ -37,7 +37,7 @@ from nerfpipe.nerf.grid import VMEncoding, vm_corners
 from nerfpipe.nerf.interface import LossKind, Model, RayBundle, RenderOutput, SceneBox, photometric_loss
 from nerfpipe.nerf.registry import register_model
 from nerfpipe.nerf.occupancy import OccupancyGrid
-from nerfpipe.nerf.rendering import weights_and_transmittance
+from nerfpipe.nerf.rendering import distortion_loss, weights_and_transmittance
 from nerfpipe.nerf.samplers import bin_centres, intervals
 from nerfpipe.nerf.space import box_intersect, contract
 
@@ -99,6 +99,9 @@ class FastConfig:
     """Weight of the total variation of the appearance planes."""
     l1_density: float = 0.0
     """Weight of the mean absolute density-grid value (a sparsity prior for mostly empty boxes)."""
+    distortion: float = 0.0
+    """Weight of mip-NeRF 360's distortion loss (:func:`nerfpipe.nerf.rendering.distortion_loss`), measured
+    in the lattice's spacing along each ray (NDC t, the box segment, or disparity for unbounded scenes)."""
 
     BOUNDS: ClassVar[dict[str, str]] = {
         "voxels_init": ">= 8", "voxels_final": ">= 8", "grow_at": "(0, 1)", "density_comps": ">= 1",
@@ -106,6 +109,7 @@ class FastConfig:
         "samples": ">= 2", "occupancy_threshold": "[0, 1)", "occupancy_start": "[0, 1]", "occupancy_every": ">= 1",
         "weight_threshold": "[0, 1)", "segment": ">= 1", "stop_transmittance": "[0, 1)", "lr_grid": "> 0",
         "lr_net": "> 0", "lr_final_ratio": "(0, 1]", "tv_density": ">= 0", "tv_app": ">= 0", "l1_density": ">= 0",
+        "distortion": ">= 0",
     }
     """Allowed values, checked where a recipe or an override sets them (see :mod:`nerfpipe.recipes`)."""
 
@@ -294,15 +298,35 @@ class FastModel(Model):
         ``segment`` samples, dropping rays whose transmittance fell below ``stop_transmittance``
         (their later samples weigh less still)."""
         t, dt, valid = self.place_samples(rays, train, generator)
+        aux: dict[str, Tensor] = {}
         if train:
-            rgb, depth, acc, _, _ = self._segment(rays, t, dt, valid, None, self._occupied_sigma)
+            rgb, depth, acc, weights, _ = self._segment(rays, t, dt, valid, None, self._occupied_sigma)
+            if self.cfg.distortion > 0:
+                s, ds = self.ray_fractions(rays, t)
+                aux = {"weights": weights, "s": s, "ds": ds}
         else:
             volume = self._density_volume()
             sigma = lambda x, keep: self._volume_sigma(volume, x, keep)  # noqa: E731
             rgb, depth, acc = self._march(rays, t, dt, valid, sigma)
         if self.box.white_background:
             rgb = rgb + (1.0 - acc[:, None])
-        return RenderOutput(rgb=rgb, depth=depth, acc=acc, aux={})
+        return RenderOutput(rgb=rgb, depth=depth, acc=acc, aux=aux)
+
+    def ray_fractions(self, rays: RayBundle, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Where samples t (R, S) from :meth:`place_samples` lie along each ray, as fractions in [0, 1] of
+        the extent the lattice spans and in its spacing (even in disparity for unbounded scenes), and
+        the fraction each stands for, (R, S) each: mip-NeRF 360's normalised distance s."""
+        near, far = rays.near, rays.far
+        if self.box.kind == "unbounded":
+            near = near.clamp_min(1e-3)
+            s = (1.0 / t - 1.0 / near) / (1.0 / far - 1.0 / near)
+        else:
+            if self.box.kind == "bounded":
+                t_in, t_out = box_intersect(rays.origins, rays.directions, self.aabb[0], self.aabb[1])
+                near = torch.maximum(near, t_in)
+                far = torch.maximum(torch.minimum(far, t_out), near)
+            s = (t - near) / (far - near).clamp_min(1e-9)
+        return s, intervals(s, torch.zeros_like(near), torch.ones_like(far))
 
     def _occupied_sigma(self, x: Tensor, keep: Tensor) -> Tensor:
         """(N,) density at (N, 3) field points: zero where ``keep`` is False or the occupancy grid
@@ -431,6 +455,10 @@ class FastModel(Model):
             stats["tv"] = float(tv.detach())
         if self.cfg.l1_density > 0:
             total = total + self.cfg.l1_density * self.field.density.l1()
+        if self.cfg.distortion > 0 and "weights" in out.aux:
+            dist = distortion_loss(out.aux["weights"], out.aux["s"], out.aux["ds"])
+            total = total + self.cfg.distortion * dist
+            stats["distortion"] = float(dist.detach())
         stats["loss"] = float(total.detach())
         return total, stats
 

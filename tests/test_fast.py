@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.nerf.fast import FastConfig, FastModel, sh_basis
 from nerfpipe.nerf.rendering import weights_and_transmittance, weights_from_alpha
-from nerfpipe.nerf.samplers import bin_centres, intervals, stratified
+from nerfpipe.nerf.samplers import along, bin_fractions, intervals, piecewise, stratified
 from nerfpipe.nerf.grid import VMEncoding, interpolate, line_corners, plane_corners, vm_corners
 from nerfpipe.nerf.chunking import render_image
 from nerfpipe.nerf.interface import RayBundle, SceneBox
@@ -133,17 +133,23 @@ def _world_rays(n: int, radius: float, near: float, far: float, seed: int = 4) -
 
 def test_both_models_place_samples_by_hand():
     near, far = torch.tensor([[1.0], [2.0]]), torch.tensor([[3.0], [4.0]])
-    t = bin_centres(near, far, 4, perturb=False)
+    t = along(near, far, bin_fractions(near, 4, perturb=False), False)
     assert torch.allclose(t, torch.tensor([[1.25, 1.75, 2.25, 2.75], [2.25, 2.75, 3.25, 3.75]]))
     assert torch.allclose(intervals(t, near, far), torch.full((2, 4), 0.5))
-    inv = bin_centres(near, far, 4, perturb=False, lindisp=True)  # even in 1/t
+    inv = along(near, far, bin_fractions(near, 4, perturb=False), True)  # even in 1/t
     assert torch.allclose(1.0 / inv[0], 1.0 - torch.tensor([0.125, 0.375, 0.625, 0.875]) * (1.0 - 1.0 / 3.0))
     assert torch.allclose(stratified(near, far, 3, perturb=False), torch.tensor([[1.0, 2.0, 3.0], [2.0, 3.0, 4.0]]))
     g = torch.Generator().manual_seed(0)
-    jittered = bin_centres(near[:1].expand(500, 1), far[:1].expand(500, 1), 4, perturb=True, generator=g)
+    jittered = along(near[:1].expand(500, 1), far[:1].expand(500, 1),
+                     bin_fractions(near[:1].expand(500, 1), 4, perturb=True, generator=g), False)
     bins = torch.floor((jittered - 1.0) / 0.5)  # each sample stays in its own bin, and fills it
     assert torch.equal(bins, torch.arange(4.0).expand(500, 4))
     assert (jittered - t[:1]).abs().max() > 0.24
+    # unbounded space: half the samples evenly up to the split, half evenly in disparity beyond it
+    s = torch.tensor([[0.0, 0.25, 0.5, 0.75, 1.0]])
+    z = piecewise(torch.tensor([[0.1]]), torch.tensor([[10.0]]), s, 1.0)
+    assert torch.allclose(z, torch.tensor([[0.1, 0.55, 1.0, 1.0 / (0.5 / 10.0 + 0.5), 10.0]]))
+    assert torch.allclose(piecewise(torch.tensor([[0.1]]), torch.tensor([[0.9]]), s, 1.0), 0.1 + 0.8 * s)  # ends inside
 
 
 def test_occupancy_never_drops_a_sample_the_full_evaluation_weights():
@@ -218,14 +224,33 @@ def tiny_fern(fern_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("box", [NDC_BOX, BLENDER_BOX, SPHERE_BOX], ids=["ndc", "bounded", "unbounded"])
+def test_the_distortion_loss_measures_along_the_lattice_in_its_own_spacing(box):
+    """s runs from 0 to 1 over the lattice (NDC t itself; the box segment; the piecewise spacing of
+    unbounded space), and the intervals the loss gives each sample tile it."""
+    model = FastModel(FastConfig(**SMALL, distortion=0.01), box)
+    rays = _ndc_rays(50) if box.kind == "ndc" else _world_rays(50, 4.0 if box.kind == "bounded" else 0.9, box.near, box.far)
+    s, t, _, _ = model.lattice(rays, train=False)
+    n = t.shape[1]
+    assert torch.allclose(s, ((torch.arange(n) + 0.5) / n).expand(50, n))  # bin centres, unperturbed
+    assert (t.diff(dim=-1) > 0).all() and (t >= rays.near).all() and (t <= rays.far).all()
+    if box.kind == "ndc":
+        assert torch.allclose(s, t)
+    out = model.render(rays, train=True, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out.aux["ds"].sum(-1), torch.ones(50))
+    loss, stats = model.loss(out, torch.rand(50, 3), 0)
+    assert stats["distortion"] > 0 and loss.requires_grad
+
+
 def test_short_fast_training_on_fern_lowers_the_loss_and_evaluates(tiny_fern):
-    overrides = ("factor=32", "iters=60", "batch_rays=1024", "log_every=10", "minutes=0",
+    overrides = ("factor=32", "iters=80", "batch_rays=1024", "log_every=10", "minutes=0",
                  "fast.voxels_init=32768", "fast.voxels_final=110592", "fast.grow_at=[0.3]", "fast.samples=32")
     out = stage.run(stage.TrainParams(scene=tiny_fern, recipe="fast", overrides=overrides, run="f", device="cpu"),
                     RecordingReporter())
     lines = [json.loads(s) for s in (tiny_fern / "runs" / "f" / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["photometric"] < 0.6 * lines[0]["photometric"]
-    assert out.train.result["model"] == "fast" and out.train.result["steps"] == 60
+    assert lines[-1]["distortion"] > 0  # the fast recipe's distortion loss is on
+    assert out.train.result["model"] == "fast" and out.train.result["steps"] == 80
     assert out.eval.result["mean"]["psnr"] > 15.0
     model, recipe, meta = runs.load_run(tiny_fern, "f")
     assert isinstance(model, FastModel) and int(model.field.level) == 1 and recipe.model_config.samples == 32

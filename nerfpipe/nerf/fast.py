@@ -2,9 +2,10 @@
 
 What one ``render`` call does, for R rays:
 
-1. place S samples per ray on a (R, S) lattice (:func:`nerfpipe.nerf.samplers.bin_centres`): evenly in NDC t
-   for forward-facing scenes, over the ray's segment inside the box for bounded ones, evenly in
-   disparity for unbounded ones (after the mip-NeRF 360 contraction);
+1. place S samples per ray on a (R, S) lattice (:meth:`FastModel.lattice`): evenly in NDC t for
+   forward-facing scenes, over the ray's segment inside the box for bounded ones, for unbounded
+   ones half evenly up to ``unbounded_split`` and half evenly in disparity beyond (the field sees
+   them after the mip-NeRF 360 contraction);
 2. density: when training, read from the grids only where the occupancy grid says the cell may
    hold something (gradients flow to the planes and lines); when rendering, read every sample
    from a dense density volume computed once from the grids (exact, one 3D lookup per sample);
@@ -38,7 +39,7 @@ from nerfpipe.nerf.interface import LossKind, Model, RayBundle, RenderOutput, Sc
 from nerfpipe.nerf.registry import register_model
 from nerfpipe.nerf.occupancy import OccupancyGrid
 from nerfpipe.nerf.rendering import distortion_loss, weights_and_transmittance
-from nerfpipe.nerf.samplers import bin_centres, intervals
+from nerfpipe.nerf.samplers import along, bin_fractions, intervals, piecewise
 from nerfpipe.nerf.space import box_intersect, contract
 
 
@@ -99,9 +100,14 @@ class FastConfig:
     """Weight of the total variation of the appearance planes."""
     l1_density: float = 0.0
     """Weight of the mean absolute density-grid value (a sparsity prior for mostly empty boxes)."""
+    unbounded_split: float = 1.0
+    """Unbounded scenes: half the lattice evenly in depth up to this distance from the camera (the
+    normalised world's unit sphere), half evenly in disparity beyond (:func:`nerfpipe.nerf.samplers.piecewise`);
+    0 puts the whole lattice evenly in disparity from the near bound, which spends most samples just
+    in front of the cameras when one SfM point is close to one of them."""
     distortion: float = 0.0
     """Weight of mip-NeRF 360's distortion loss (:func:`nerfpipe.nerf.rendering.distortion_loss`), measured
-    in the lattice's spacing along each ray (NDC t, the box segment, or disparity for unbounded scenes)."""
+    in the lattice's own spacing along each ray (the fraction s of :meth:`FastModel.lattice`)."""
 
     BOUNDS: ClassVar[dict[str, str]] = {
         "voxels_init": ">= 8", "voxels_final": ">= 8", "grow_at": "(0, 1)", "density_comps": ">= 1",
@@ -109,7 +115,7 @@ class FastConfig:
         "samples": ">= 2", "occupancy_threshold": "[0, 1)", "occupancy_start": "[0, 1]", "occupancy_every": ">= 1",
         "weight_threshold": "[0, 1)", "segment": ">= 1", "stop_transmittance": "[0, 1)", "lr_grid": "> 0",
         "lr_net": "> 0", "lr_final_ratio": "(0, 1]", "tv_density": ">= 0", "tv_app": ">= 0", "l1_density": ">= 0",
-        "distortion": ">= 0",
+        "distortion": ">= 0", "unbounded_split": ">= 0",
     }
     """Allowed values, checked where a recipe or an override sets them (see :mod:`nerfpipe.recipes`)."""
 
@@ -277,17 +283,24 @@ class FastModel(Model):
                       generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """t (rays, S) sample parameters, dt (rays, S) their ray-parameter intervals, and
         valid (rays, S) bool: the sample lies inside the box."""
-        n = self.cfg.samples
+        return self.lattice(rays, train, generator)[1:]
+
+    def lattice(self, rays: RayBundle, train: bool,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """:meth:`place_samples` with, first, s (rays, S): where each sample lies as a fraction of the
+        lattice (the normalised distance the distortion loss measures in)."""
         near, far = rays.near, rays.far
+        s = bin_fractions(near, self.cfg.samples, perturb=train, generator=generator)
         if self.box.kind == "unbounded":  # contracted space holds every point
-            t = bin_centres(near.clamp_min(1e-3), far, n, perturb=train, lindisp=True, generator=generator)
-            return t, intervals(t, near, far), torch.ones_like(t, dtype=torch.bool)
+            split = self.cfg.unbounded_split
+            t = piecewise(near, far, s, split) if split > 0 else along(near.clamp_min(1e-3), far, s, True)
+            return s, t, intervals(t, near, far), torch.ones_like(t, dtype=torch.bool)
         t_in, t_out = box_intersect(rays.origins, rays.directions, self.aabb[0], self.aabb[1])
         if self.box.kind == "bounded":  # spend every sample inside the box
             near = torch.maximum(near, t_in)
             far = torch.maximum(torch.minimum(far, t_out), near)
-        t = bin_centres(near, far, n, perturb=train, generator=generator)
-        return t, intervals(t, near, far), (t >= t_in) & (t <= t_out)
+        t = along(near, far, s, False)
+        return s, t, intervals(t, near, far), (t >= t_in) & (t <= t_out)
 
     # -- rendering ---------------------------------------------------------------------------
     def render(self, rays: RayBundle, *, train: bool, generator: torch.Generator | None = None) -> RenderOutput:
@@ -297,13 +310,12 @@ class FastModel(Model):
         and faster than skipping empty cells), and marches the lattice in depth segments of
         ``segment`` samples, dropping rays whose transmittance fell below ``stop_transmittance``
         (their later samples weigh less still)."""
-        t, dt, valid = self.place_samples(rays, train, generator)
+        s, t, dt, valid = self.lattice(rays, train, generator)
         aux: dict[str, Tensor] = {}
         if train:
             rgb, depth, acc, weights, _ = self._segment(rays, t, dt, valid, None, self._occupied_sigma)
             if self.cfg.distortion > 0:
-                s, ds = self.ray_fractions(rays, t)
-                aux = {"weights": weights, "s": s, "ds": ds}
+                aux = {"weights": weights, "s": s, "ds": intervals(s, torch.zeros_like(rays.near), torch.ones_like(rays.far))}
         else:
             volume = self._density_volume()
             sigma = lambda x, keep: self._volume_sigma(volume, x, keep)  # noqa: E731
@@ -311,22 +323,6 @@ class FastModel(Model):
         if self.box.white_background:
             rgb = rgb + (1.0 - acc[:, None])
         return RenderOutput(rgb=rgb, depth=depth, acc=acc, aux=aux)
-
-    def ray_fractions(self, rays: RayBundle, t: Tensor) -> tuple[Tensor, Tensor]:
-        """Where samples t (R, S) from :meth:`place_samples` lie along each ray, as fractions in [0, 1] of
-        the extent the lattice spans and in its spacing (even in disparity for unbounded scenes), and
-        the fraction each stands for, (R, S) each: mip-NeRF 360's normalised distance s."""
-        near, far = rays.near, rays.far
-        if self.box.kind == "unbounded":
-            near = near.clamp_min(1e-3)
-            s = (1.0 / t - 1.0 / near) / (1.0 / far - 1.0 / near)
-        else:
-            if self.box.kind == "bounded":
-                t_in, t_out = box_intersect(rays.origins, rays.directions, self.aabb[0], self.aabb[1])
-                near = torch.maximum(near, t_in)
-                far = torch.maximum(torch.minimum(far, t_out), near)
-            s = (t - near) / (far - near).clamp_min(1e-9)
-        return s, intervals(s, torch.zeros_like(near), torch.ones_like(far))
 
     def _occupied_sigma(self, x: Tensor, keep: Tensor) -> Tensor:
         """(N,) density at (N, 3) field points: zero where ``keep`` is False or the occupancy grid

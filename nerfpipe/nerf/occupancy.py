@@ -1,7 +1,7 @@
 """The fast model's occupancy grid: which cells of space may hold visible density, so that the field skips the rest.
 
 Every sample is placed on a dense (rays, samples) lattice of ray parameters t
-(:func:`nerfpipe.nerf.samplers.bin_centres`); the occupancy grid then marks which of them the
+(:meth:`nerfpipe.nerf.fast.FastModel.lattice`); the occupancy grid then marks which of them the
 field evaluates. Skipped samples get zero density, so a skipped
 sample changes the render only if the field would have given it a visible weight. The grid is
 built so that this cannot happen: its cells are the cells of the field's own vertex grid, a cell

@@ -3,7 +3,8 @@
 Each takes the rays' per-ray ``near``/``far`` and returns sample distances ``z`` (rays, samples),
 sorted along each ray, spaced evenly in depth or in disparity (:func:`along`). The paper's model
 uses :func:`stratified` (end points included, the reference code's placement) and
-:func:`sample_pdf`; the fast model :func:`bin_centres` and :func:`intervals` (the segment each
+:func:`sample_pdf`; the fast model :func:`bin_fractions` placed by :func:`along` or :func:`piecewise`,
+and :func:`intervals` (the segment each
 sample stands for). Randomness comes from the torch generator passed in (global RNG if None).
 """
 
@@ -50,15 +51,25 @@ def stratified(
     return z
 
 
-def bin_centres(near: Tensor, far: Tensor, n: int, *, perturb: bool, lindisp: bool = False,
-                generator: torch.Generator | None = None) -> Tensor:
-    """n samples per ray at the centres of n equal bins of [near, far] (in depth, or in disparity with
-    ``lindisp``); with ``perturb`` each moves uniformly within its bin. near, far: (rays, 1) -> (rays, n)."""
+def piecewise(near: Tensor, far: Tensor, s: Tensor, split: float) -> Tensor:
+    """Fractions s (rays, n) -> z (rays, n): the first half evenly in depth from near to ``split``, the
+    second half evenly in disparity from ``split`` to far (nerfacto's uniform-then-lindisp sampler: dense
+    where the cameras look, sparse far away); rays that end before ``split`` are even in depth throughout."""
+    split_t = torch.clamp(torch.full_like(near, split), min=near, max=far)
+    inner = near + (split_t - near) * (2.0 * s)
+    outer = 1.0 / ((2.0 * s - 1.0) / far + (2.0 - 2.0 * s) / split_t)
+    z = torch.where(s < 0.5, inner, outer)
+    return torch.where(split_t >= far, along(near, far, s, False), z)
+
+
+def bin_fractions(near: Tensor, n: int, *, perturb: bool, generator: torch.Generator | None = None) -> Tensor:
+    """(rays, n) fractions in (0, 1): the centres of n equal bins, each moved uniformly within its bin when
+    ``perturb``; rays, device and dtype from ``near`` (rays, 1)."""
     s = (torch.arange(n, device=near.device, dtype=near.dtype) + 0.5) / n
     s = s.expand(near.shape[0], n)
     if perturb:
         s = s + (torch.rand(near.shape[0], n, device=near.device, dtype=near.dtype, generator=generator) - 0.5) / n
-    return along(near, far, s, lindisp)
+    return s
 
 
 def intervals(t: Tensor, near: Tensor, far: Tensor) -> Tensor:

@@ -425,10 +425,9 @@ def write_outputs(out: Path, model: colmap.SparseModel, rec, cams: FullSizeCamer
     return bounds
 
 
-def say_left_out(names: list[str], model: colmap.SparseModel, models: list, real_name: dict[str, str],
-                 checked: PoseCheck, reporter: Reporter) -> None:
+def say_left_out(names: list[str], unregistered: list[str], model: colmap.SparseModel, models: list,
+                 real_name: dict[str, str], checked: PoseCheck, reporter: Reporter) -> None:
     """Warn about the photos left out (unregistered, or only in a smaller separate model) and a doubtful pose check."""
-    unregistered = sorted(set(names) - set(model.names))
     if unregistered:
         reporter.warn(f"{len(unregistered)} of {len(names)} photos could not be registered and are left out: "
                       f"{_name_list(unregistered)}.")
@@ -493,14 +492,15 @@ def _poses_body(params: PosesParams, scene: Path, ingest: IngestResult, reporter
             cams = FullSizeCameras.of(model, width, height)
             bounds = write_outputs(out, model, rec, cams, params.camera)
         seconds["outputs"] = sw.seconds
-        say_left_out(names, model, models, copies.real_name, checked, reporter)
+        unregistered = sorted(set(names) - set(model.names))
+        say_left_out(names, unregistered, model, models, copies.real_name, checked, reporter)
 
         focal = float(np.mean(cams.focal))
         stems = ingest.stem_of
         return PosesResult(
             images=model.names,
             stems=[stems[n] for n in model.names],
-            unregistered=sorted(set(names) - set(model.names)),
+            unregistered=unregistered,
             registered=len(model.names),
             photos=len(names),
             hwf=[float(height), float(width), focal],

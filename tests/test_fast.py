@@ -150,6 +150,8 @@ def test_both_models_place_samples_by_hand():
     z = piecewise(torch.tensor([[0.1]]), torch.tensor([[10.0]]), s, 1.0)
     assert torch.allclose(z, torch.tensor([[0.1, 0.55, 1.0, 1.0 / (0.5 / 10.0 + 0.5), 10.0]]))
     assert torch.allclose(piecewise(torch.tensor([[0.1]]), torch.tensor([[0.9]]), s, 1.0), 0.1 + 0.8 * s)  # ends inside
+    beyond = piecewise(torch.tensor([[2.0]]), torch.tensor([[8.0]]), s, 1.0)  # starts outside: all in disparity
+    assert torch.allclose(1.0 / beyond, 0.5 + (0.125 - 0.5) * s)
 
 
 def test_occupancy_never_drops_a_sample_the_full_evaluation_weights():

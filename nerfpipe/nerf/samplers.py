@@ -4,8 +4,7 @@ Each takes the rays' per-ray ``near``/``far`` and returns sample distances ``z``
 sorted along each ray, spaced evenly in depth or in disparity (:func:`along`). The paper's model
 uses :func:`stratified` (end points included, the reference code's placement) and
 :func:`sample_pdf`; the fast model :func:`bin_fractions` placed by :func:`along` or :func:`piecewise`,
-and :func:`intervals` (the segment each
-sample stands for). Randomness comes from the torch generator passed in (global RNG if None).
+and :func:`intervals` (the segment each sample stands for). Randomness comes from the torch generator passed in (global RNG if None).
 """
 
 from __future__ import annotations
@@ -54,11 +53,13 @@ def stratified(
 def piecewise(near: Tensor, far: Tensor, s: Tensor, split: float) -> Tensor:
     """Fractions s (rays, n) -> z (rays, n): the first half evenly in depth from near to ``split``, the
     second half evenly in disparity from ``split`` to far (nerfacto's uniform-then-lindisp sampler: dense
-    where the cameras look, sparse far away); rays that end before ``split`` are even in depth throughout."""
+    where the cameras look, sparse far away); rays that end before ``split`` are even in depth throughout,
+    rays that start beyond it even in disparity throughout."""
     split_t = torch.clamp(torch.full_like(near, split), min=near, max=far)
     inner = near + (split_t - near) * (2.0 * s)
     outer = 1.0 / ((2.0 * s - 1.0) / far + (2.0 - 2.0 * s) / split_t)
     z = torch.where(s < 0.5, inner, outer)
+    z = torch.where(split_t <= near, along(near, far, s, True), z)
     return torch.where(split_t >= far, along(near, far, s, False), z)
 
 

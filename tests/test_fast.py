@@ -185,6 +185,8 @@ def test_rendering_path_matches_the_training_lattice_and_chunking(box):
     assert torch.allclose(out.rgb, rgb, atol=2e-4) and torch.allclose(out.acc, acc, atol=2e-4)
     assert torch.allclose(out.depth, depth, atol=2e-3)
     assert torch.allclose(chunked.rgb, out.rgb, atol=1e-6)
+    _, occupied = model._density_volume()  # the render skipped empty space to get there
+    assert 0.0 < float(occupied.cells.float().mean()) < 0.7
     assert out.rgb.shape == (700, 3) and float(out.acc.max()) > 0.5 and torch.isfinite(out.rgb).all()
 
 

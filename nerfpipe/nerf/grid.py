@@ -40,23 +40,26 @@ def continuous_index(x: Tensor, res: int) -> Tensor:
     return ((x + 1.0) * (0.5 * (res - 1))).clamp_(0.0, res - 1)
 
 
-def axis_corners(x: Tensor, res: int) -> tuple[Tensor, Tensor]:
+def axis_cell(x: Tensor, res: int) -> tuple[Tensor, Tensor]:
     """(N,) coordinates in [-1, 1] on an axis of ``res`` vertices -> (N,) int32 index of the
-    lower vertex of the cell (in [0, res - 2]) and (N, 2) linear weights of its two ends."""
+    lower vertex of the cell (in [0, res - 2]) and (N,) the weight of the upper one."""
     f = continuous_index(x, res)
     i0 = f.floor().clamp_(max=res - 2)
-    w1 = f - i0
-    return i0.to(INDEX_DTYPE), torch.stack([1.0 - w1, w1], -1)
+    return i0.to(INDEX_DTYPE), f - i0
 
 
-def _line(i0: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-    return i0[:, None] + torch.tensor([0, 1], dtype=INDEX_DTYPE, device=i0.device), w
+# Corner indices and weights are stacked from (N,) columns: on a CPU a broadcast product of
+# (N, 2, 1) by (N, 1, 2) is 4x slower than four (N,) products (the inner dimension is too short to
+# vectorise), and vm_corners was a third of a rendered sample's colour.
+def _line(i0: Tensor, w1: Tensor) -> tuple[Tensor, Tensor]:
+    return torch.stack([i0, i0 + 1], -1), torch.stack([1.0 - w1, w1], -1)
 
 
 def _plane(a0: Tensor, wa: Tensor, b0: Tensor, wb: Tensor, res_a: int) -> tuple[Tensor, Tensor]:
-    offsets = torch.tensor([0, 1, res_a, res_a + 1], dtype=INDEX_DTYPE, device=a0.device)
-    idx = (b0 * res_a + a0)[:, None] + offsets
-    return idx, (wb[:, :, None] * wa[:, None, :]).reshape(-1, 4)
+    base = b0 * res_a + a0
+    idx = torch.stack([base, base + 1, base + res_a, base + (res_a + 1)], -1)
+    ua, ub = 1.0 - wa, 1.0 - wb
+    return idx, torch.stack([ua * ub, wa * ub, ua * wb, wa * wb], -1)
 
 
 def line_corners(x: Tensor, res: int) -> tuple[Tensor, Tensor]:
@@ -64,7 +67,7 @@ def line_corners(x: Tensor, res: int) -> tuple[Tensor, Tensor]:
 
     x: (N,) in [-1, 1]. Returns idx (N, 2) int32 and weights (N, 2).
     """
-    return _line(*axis_corners(x, res))
+    return _line(*axis_cell(x, res))
 
 
 def plane_corners(xa: Tensor, xb: Tensor, res_a: int, res_b: int) -> tuple[Tensor, Tensor]:
@@ -73,7 +76,7 @@ def plane_corners(xa: Tensor, xb: Tensor, res_a: int, res_b: int) -> tuple[Tenso
     xa, xb: (N,) in [-1, 1]. Returns idx (N, 4) int32 rows and weights (N, 4), corners in the
     order (a0, b0), (a1, b0), (a0, b1), (a1, b1).
     """
-    return _plane(*axis_corners(xa, res_a), *axis_corners(xb, res_b), res_a)
+    return _plane(*axis_cell(xa, res_a), *axis_cell(xb, res_b), res_a)
 
 
 def scatter_matrix(idx: Tensor, weights: Tensor, rows: int) -> Tensor:
@@ -141,8 +144,8 @@ class Corners:
 def vm_corners(x: Tensor, res: Sequence[int]) -> Corners:
     """x: (N, 3) in [-1, 1]^3 on a grid of res (rx, ry, rz) vertices -> :class:`Corners`
     (each axis' cell and weights computed once and shared by the two planes and the line using it)."""
-    x = x.detach()
-    axes = [axis_corners(x[:, k], res[k]) for k in range(3)]
+    x = x.detach().t()
+    axes = [axis_cell(x[k], res[k]) for k in range(3)]
     pi, pw, li, lw = [], [], [], []
     for (a, b), c in zip(PLANE_AXES, LINE_AXES):
         idx, w = _plane(*axes[a], *axes[b], res[a])
@@ -198,8 +201,9 @@ class VMEncoding(nn.Module):
 
     def products(self, corners: Corners) -> list[Tensor]:
         """Per plane m: (N, comps[m]) products plane * line at the points of ``corners``."""
+        keep = torch.is_grad_enabled() and self.planes[0].requires_grad  # autograd needs both factors
         return [
-            interpolate(p, pi, pw) * interpolate(ln, li, lw)
+            interpolate(p, pi, pw) * interpolate(ln, li, lw) if keep else interpolate(p, pi, pw).mul_(interpolate(ln, li, lw))
             for p, ln, pi, pw, li, lw in zip(
                 self.planes, self.lines, corners.plane_idx, corners.plane_w, corners.line_idx, corners.line_w
             )

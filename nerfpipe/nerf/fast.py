@@ -7,8 +7,9 @@ What one ``render`` call does, for R rays:
    ones half evenly up to ``unbounded_split`` and half evenly in disparity beyond (the field sees
    them after the mip-NeRF 360 contraction);
 2. density: when training, read from the grids only where the occupancy grid says the cell may
-   hold something (gradients flow to the planes and lines); when rendering, read every sample
-   from a dense density volume computed once from the grids (exact, one 3D lookup per sample);
+   hold something (gradients flow to the planes and lines); when rendering, read the samples in
+   occupied cells from a dense density volume computed once from the grids (exact, one 3D lookup
+   per sample), skipping the rest by an occupancy grid built from that volume;
 3. turn densities into compositing weights, and evaluate the colour only for samples whose
    weight exceeds ``weight_threshold`` (samples behind a surface or in thin air get none);
 4. composite colour, depth and opacity.
@@ -309,7 +310,7 @@ class FastModel(Model):
         """(rays,) in, RenderOutput out; see the module docstring for the four steps.
 
         train=False reads the density from a dense volume computed once from the grids (exact,
-        and faster than skipping empty cells), and marches the lattice in depth segments of
+        one lookup instead of six) where its own occupancy grid says a cell can be seen, and marches the lattice in depth segments of
         ``segment`` samples, dropping rays whose transmittance fell below ``stop_transmittance``
         (their later samples weigh less still)."""
         s, t, dt, valid = self.lattice(rays, train, generator)

@@ -201,9 +201,9 @@ class VMEncoding(nn.Module):
 
     def products(self, corners: Corners) -> list[Tensor]:
         """Per plane m: (N, comps[m]) products plane * line at the points of ``corners``."""
-        keep = torch.is_grad_enabled() and self.planes[0].requires_grad  # autograd needs both factors
+        recording = torch.is_grad_enabled() and self.planes[0].requires_grad  # autograd keeps both factors
         return [
-            interpolate(p, pi, pw) * interpolate(ln, li, lw) if keep else interpolate(p, pi, pw).mul_(interpolate(ln, li, lw))
+            interpolate(p, pi, pw) * interpolate(ln, li, lw) if recording else interpolate(p, pi, pw).mul_(interpolate(ln, li, lw))
             for p, ln, pi, pw, li, lw in zip(
                 self.planes, self.lines, corners.plane_idx, corners.plane_w, corners.line_idx, corners.line_w
             )

@@ -2,10 +2,10 @@
 of training, of lego (half resolution, recipe fast_blender) after 15 minutes, render time, memory.
 
     python -m nerfpipe.benchmarks.fast [--fern DIR] [--lego DIR] [--only fern|lego]
-        [--fern-minutes 2,5,10] [--fern-iters 2200] [--lego-minutes 15] [--lego-iters 2400] [--work DIR]
+        [--fern-minutes 2,5,10] [--fern-iters 2200] [--fern-factor 8] [--lego-minutes 15] [--lego-iters 3000] [--work DIR]
 
 Prints one JSON object. Everything goes through the real stages: fern is ingested at factor 8
-(496x368) with the LLFF authors' poses (published layout), lego is read in place through a folder
+(496x368; ``--fern-factor 4``: 1008x752) with the LLFF authors' poses (published layout), lego is read in place through a folder
 of links (its runs are written in the work folder, never into the shared data). Each scene trains
 in one run of the real trainer with the schedule of ``--*-iters`` steps, in sessions that stop at
 the cumulative minutes given (the trainer's time budget; the session resumes from its checkpoint),
@@ -45,11 +45,11 @@ ANCHORS = {
 
 
 
-def prepare_fern(fern: Path, work: Path) -> Path:
+def prepare_fern(fern: Path, work: Path, factor: int = 8) -> Path:
     from nerfpipe.stages import ingest
 
-    scene = work / "fern"
-    ingest.run(ingest.IngestParams(photos=fern / "images", scene=scene, factors=(8,)))
+    scene = work / f"fern_f{factor}"
+    ingest.run(ingest.IngestParams(photos=fern / "images", scene=scene, factors=(factor,)))
     shutil.copy(fern / "poses_bounds.reference.npy", scene / "poses_bounds.npy")
     return scene
 
@@ -86,8 +86,9 @@ def _render_seconds(scene: Path, run: str) -> dict:
     return {"size": [data.width, data.height], "chunk": chunk, "cold": round(times[0], 3), "warm": round(times[1], 3)}
 
 
-def run_scene(kind: str, scene: str, recipe: str, minutes: list[float], iters: int, queue) -> None:
-    """Train ``recipe`` on ``scene`` in sessions ending at the cumulative ``minutes``; evaluate after each."""
+def run_scene(kind: str, scene: str, recipe: str, minutes: list[float], iters: int, extra: tuple[str, ...], queue) -> None:
+    """Train ``recipe`` (with the ``extra`` overrides) on ``scene`` in sessions ending at the cumulative
+    ``minutes``; evaluate after each."""
     import torch
 
     from nerfpipe.stages import train as stage
@@ -100,7 +101,7 @@ def run_scene(kind: str, scene: str, recipe: str, minutes: list[float], iters: i
         while session in used:  # the same recipe twice would be "up to date": nudge by 0.06 s
             session = round(session + 1e-3, 4)
         used.add(session)
-        overrides = (f"iters={iters}", f"minutes={session}")
+        overrides = (f"iters={iters}", f"minutes={session}", *extra)
         params = stage.TrainParams(scene=scene_path, recipe=recipe, overrides=overrides, run="bench", fresh=(i == 0))
         busy, own = machine_busy_s(), own_cpu_s()
         out = stage.run(params)
@@ -126,6 +127,7 @@ def run_scene(kind: str, scene: str, recipe: str, minutes: list[float], iters: i
     result = {
         "scene": kind,
         "recipe": recipe,
+        "overrides": list(extra),
         "iters_schedule": iters,
         "points": points,
         "render_s": _render_seconds(scene_path, "bench"),
@@ -153,9 +155,10 @@ def main() -> None:
     ap.add_argument("--lego", type=Path, default=Path(os.environ.get("NERFPIPE_LEGO", DATA / "lego")))
     ap.add_argument("--only", choices=("fern", "lego"), default=None)
     ap.add_argument("--fern-minutes", default="2,5,10", help="cumulative training minutes at which to evaluate")
+    ap.add_argument("--fern-factor", type=int, default=8, help="downsampling of the photos: 8 (496x368) or 4 (1008x752, the published tables')")
     ap.add_argument("--fern-iters", type=int, default=2200, help="schedule length (about 10 CPU minutes at 0.27 s a step)")
     ap.add_argument("--lego-minutes", default="15")
-    ap.add_argument("--lego-iters", type=int, default=2400, help="schedule length (about 15 CPU minutes)")
+    ap.add_argument("--lego-iters", type=int, default=3000, help="schedule length (the recipe's: about 13 CPU minutes)")
     ap.add_argument("--work", type=Path, default=None, help="folder for the scenes and runs (default: a temporary one)")
     args = ap.parse_args()
 
@@ -172,10 +175,11 @@ def main() -> None:
     try:
         if args.only in (None, "fern"):
             minutes = [float(m) for m in args.fern_minutes.split(",")]
-            out["fern"] = _in_process("fern", str(prepare_fern(args.fern, work)), "fast", minutes, args.fern_iters)
+            scene = str(prepare_fern(args.fern, work, args.fern_factor))
+            out["fern"] = _in_process("fern", scene, "fast", minutes, args.fern_iters, (f"factor={args.fern_factor}",))
         if args.only in (None, "lego"):
             minutes = [float(m) for m in args.lego_minutes.split(",")]
-            out["lego"] = _in_process("lego", str(prepare_lego(args.lego, work)), "fast_blender", minutes, args.lego_iters)
+            out["lego"] = _in_process("lego", str(prepare_lego(args.lego, work)), "fast_blender", minutes, args.lego_iters, ())
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -158,7 +158,7 @@ def main() -> None:
     ap.add_argument("--fern-factor", type=int, default=8, help="downsampling of the photos: 8 (496x368) or 4 (1008x752, the published tables')")
     ap.add_argument("--fern-iters", type=int, default=2200, help="schedule length (about 10 CPU minutes at 0.27 s a step)")
     ap.add_argument("--lego-minutes", default="15")
-    ap.add_argument("--lego-iters", type=int, default=3000, help="schedule length (the recipe's: about 13 CPU minutes)")
+    ap.add_argument("--lego-iters", type=int, default=3000, help="schedule length (the recipe's: about 11 CPU minutes)")
     ap.add_argument("--work", type=Path, default=None, help="folder for the scenes and runs (default: a temporary one)")
     args = ap.parse_args()
 

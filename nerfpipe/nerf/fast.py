@@ -310,9 +310,9 @@ class FastModel(Model):
         """(rays,) in, RenderOutput out; see the module docstring for the four steps.
 
         train=False reads the density from a dense volume computed once from the grids (exact,
-        one lookup instead of six) where its own occupancy grid says a cell can be seen, and marches the lattice in depth segments of
-        ``segment`` samples, dropping rays whose transmittance fell below ``stop_transmittance``
-        (their later samples weigh less still)."""
+        one lookup instead of six) where its own occupancy grid says a cell can be seen, and
+        marches the lattice in depth segments of ``segment`` samples, dropping rays whose
+        transmittance fell below ``stop_transmittance`` (their later samples weigh less still)."""
         s, t, dt, valid = self.lattice(rays, train, generator)
         aux: dict[str, Tensor] = {}
         if train:
@@ -328,23 +328,24 @@ class FastModel(Model):
         return RenderOutput(rgb=rgb, depth=depth, acc=acc, aux=aux)
 
     def _occupied_sigma(self, x: Tensor, keep: Tensor) -> Tensor:
-        """(N,) density at (N, 3) field points: zero where ``keep`` is False or the occupancy grid
-        says empty, the field's value elsewhere (evaluated only there)."""
-        idx = keep.nonzero().squeeze(-1)
-        if self.occupancy.built:
-            idx = idx[self.occupancy.query(x[idx])]
-        sigma = x.new_zeros(x.shape[0])
-        if idx.numel():
-            sigma = sigma.index_put((idx,), self.field.sigma(x[idx]))
-        return sigma
+        """(N,) density at (N, 3) field points from the grids, where the training's occupancy grid allows."""
+        return self._sigma_where(self.occupancy, self.field.sigma, x, keep)
 
     def _volume_sigma(self, volume: Tensor, occupied: OccupancyGrid, x: Tensor, keep: Tensor) -> Tensor:
-        """(N,) density read from the dense volume, only where ``keep`` and the rendering's own
-        occupancy grid allow (zero elsewhere: below the occupancy threshold by construction)."""
-        idx = (keep & occupied.query(x)).nonzero().squeeze(-1)
+        """(N,) density read from the dense volume, where the rendering's own occupancy grid allows."""
+        return self._sigma_where(occupied, lambda p: self.field.sigma_from_volume(volume, p), x, keep)
+
+    @staticmethod
+    def _sigma_where(grid: OccupancyGrid, density, x: Tensor, keep: Tensor) -> Tensor:
+        """(N,) ``density`` at (N, 3) field points, evaluated only where ``keep`` is True and ``grid``
+        says occupied (everywhere kept if it is not built yet); zero elsewhere (below the occupancy
+        threshold by construction)."""
+        idx = keep.nonzero().squeeze(-1)
+        if grid.built:
+            idx = idx[grid.query(x[idx])]
         sigma = x.new_zeros(x.shape[0])
         if idx.numel():
-            sigma[idx] = self.field.sigma_from_volume(volume, x[idx])
+            sigma = sigma.index_put((idx,), density(x[idx]))
         return sigma
 
     def _density_volume(self) -> tuple[Tensor, OccupancyGrid]:

@@ -2,7 +2,8 @@
 of training, of lego (half resolution, recipe fast_blender) after 15 minutes, render time, memory.
 
     python -m nerfpipe.benchmarks.fast [--fern DIR] [--lego DIR] [--only fern|lego]
-        [--fern-minutes 2,5,10] [--fern-iters 2200] [--fern-factor 8] [--lego-minutes 15] [--lego-iters 3000] [--work DIR]
+        [--fern-minutes 2,5,10] [--fern-iters 2200] [--fern-factor 8] [--lego-minutes 15] [--lego-iters 3000]
+        [--set key=value ...] [--work DIR]
 
 Prints one JSON object. Everything goes through the real stages: fern is ingested at factor 8
 (496x368; ``--fern-factor 4``: 1008x752) with the LLFF authors' poses (published layout), lego is read in place through a folder
@@ -14,7 +15,9 @@ and after each session the real evaluation (``nerfpipe eval``: held-out views 0,
 chunking, cold (the dense density volume is built first) and warm. Each scene runs in its own
 process so that ``peak_rss_gb`` is its own; ``peak_gpu_gb`` when on CUDA.
 
-The machine is shared: ``other_processes_cpu_s`` is the CPU time that other processes used while
+Machines of one kind differ in speed from one session to the next (2x seen): ``machine.reference_workload_s``
+times a fixed workload shaped like a training step (:func:`~nerfpipe.benchmarks.contention.reference_workload_s`),
+so that figures in minutes from two machines can be compared. The machine is shared: ``other_processes_cpu_s`` is the CPU time that other processes used while
 a scene ran (from /proc/stat), per session and in all. With two cores and two torch threads, a second busy process slows
 each step several times over, so figures taken while it is well above 0 are not this model's.
 """
@@ -32,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nerfpipe.benchmarks.contention import machine_busy_s, own_cpu_s
+from nerfpipe.benchmarks.contention import machine_busy_s, own_cpu_s, reference_workload_s
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 ANCHORS = {
@@ -159,6 +162,8 @@ def main() -> None:
     ap.add_argument("--fern-iters", type=int, default=2200, help="schedule length (about 10 CPU minutes at 0.27 s a step)")
     ap.add_argument("--lego-minutes", default="15")
     ap.add_argument("--lego-iters", type=int, default=3000, help="schedule length (the recipe's: about 11 CPU minutes)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a recipe override for every scene, as `nerfpipe train --set` (repeatable)")
     ap.add_argument("--work", type=Path, default=None, help="folder for the scenes and runs (default: a temporary one)")
     args = ap.parse_args()
 
@@ -169,17 +174,20 @@ def main() -> None:
     out: dict = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                    "reference_workload_s": reference_workload_s()},
         "anchors": ANCHORS,
     }
     try:
         if args.only in (None, "fern"):
             minutes = [float(m) for m in args.fern_minutes.split(",")]
             scene = str(prepare_fern(args.fern, work, args.fern_factor))
-            out["fern"] = _in_process("fern", scene, "fast", minutes, args.fern_iters, (f"factor={args.fern_factor}",))
+            out["fern"] = _in_process("fern", scene, "fast", minutes, args.fern_iters,
+                                     (f"factor={args.fern_factor}", *args.overrides))
         if args.only in (None, "lego"):
             minutes = [float(m) for m in args.lego_minutes.split(",")]
-            out["lego"] = _in_process("lego", str(prepare_lego(args.lego, work)), "fast_blender", minutes, args.lego_iters, ())
+            out["lego"] = _in_process("lego", str(prepare_lego(args.lego, work)), "fast_blender", minutes, args.lego_iters,
+                                     tuple(args.overrides))
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -229,6 +229,16 @@ def _build(cls: type, table: dict, origins: dict[str, str], where: str, prefix: 
     return built
 
 
+def recipe_sets(name_or_path: str, key: str) -> bool:
+    """Does the recipe file itself write ``key`` (``table.name``), rather than leave it to the default?"""
+    table, name = key.split(".")
+    try:
+        raw = tomllib.loads(resolve_recipe_path(name_or_path).read_text())
+    except tomllib.TOMLDecodeError:
+        return False  # load_recipe says what is wrong with the file
+    return isinstance(raw.get(table), dict) and name in raw[table]
+
+
 def has_override(overrides, key: str) -> bool:
     """Does one of the ``key=value`` overrides set ``key`` (``table.name``, or its bare ``name``)?"""
     return any(o.split("=", 1)[0].strip() in (key, key.split(".")[-1]) for o in overrides if isinstance(o, str))

@@ -191,3 +191,28 @@ def test_tf32_flag_is_restored_after_training_and_on_errors():
     with pytest.raises(KeyboardInterrupt), trainer.matmul_precision(True):
         raise KeyboardInterrupt
     assert torch.backends.cuda.matmul.allow_tf32 == before
+
+
+def test_a_recipe_without_a_factor_trains_on_the_ingested_size_nearest_the_target(tmp_path, tiny_fern):
+    import cv2
+    from conftest import REPO
+
+    photo = cv2.imread(str(sorted((REPO / "examples" / "fern" / "photos").glob("*.JPG"))[0]))  # 1008x756
+    for k in (2, 4, 8):  # what `nerfpipe all` leaves for photos of this size: 504, 252 and 126 pixels wide
+        (tmp_path / f"images_{k}").mkdir()
+        cv2.imwrite(str(tmp_path / f"images_{k}" / "a.png"), cv2.resize(photo, (1008 // k, 756 // k), interpolation=cv2.INTER_AREA))
+    (tmp_path / "images_undistorted_2").mkdir()  # not an ingested size
+    assert stage.ingested_factor(tmp_path, 500) == 2 and stage.ingested_factor(tmp_path, 1000) == 2
+    assert stage.ingested_factor(tmp_path, 200) == 4 and stage.ingested_factor(tmp_path, 100) == 8
+    assert stage.ingested_factor(tmp_path / "nothing", 500) is None
+
+    # the fast recipe names no factor: on a scene with only images_16/ it trains there (the default 8 would fail)
+    small = ("iters=2", "minutes=0", "batch_rays=256", "fast.voxels_init=4096", "fast.voxels_final=8000", "fast.samples=16")
+    reporter = RecordingReporter()
+    stage.run(stage.TrainParams(scene=tiny_fern, recipe="fast", overrides=small, run="auto", device="cpu", evaluate=False), reporter)
+    meta = json.loads((tiny_fern / "runs" / "auto" / runs.DATASET_FILE).read_text())
+    assert (meta["width"], meta["height"]) == (252, 189)
+    assert any("images_16/" in s and "--factor" in s for s in reporter.infos)
+    # a factor asked for is kept: the llff recipe names 8, and images_8/ does not exist here
+    with pytest.raises(NerfpipeError, match="images_8"):
+        stage.run(stage.TrainParams(scene=tiny_fern, recipe="llff", overrides=("iters=1",), run="llff8", device="cpu", evaluate=False))

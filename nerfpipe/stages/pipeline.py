@@ -2,8 +2,8 @@
 
 Each stage is the same ``run`` the single commands call; a failing stage stops here with its own
 sentence, and what earlier stages finished stays finished (their manifests are written). The
-training resolution is chosen from the photos: about TARGET_LONG_SIDE_CPU pixels on the long side
-on a CPU (TARGET_LONG_SIDE_GPU on a GPU), as an extra ingest factor when the default ones do not
+training resolution is chosen from the photos: about ``train.TARGET_LONG_SIDE_CPU`` pixels on the long
+side on a CPU (``TARGET_LONG_SIDE_GPU`` on a GPU), as an extra ingest factor when the default ones do not
 give it.
 """
 
@@ -25,9 +25,6 @@ from nerfpipe.recipes import has_override
 from nerfpipe.stages import ingest, poses, render, report, train
 from nerfpipe.stages.results import EvalResult, IngestResult, PosesResult, ReportResult, TrainResult
 
-TARGET_LONG_SIDE_CPU = 500
-"""Training images of about this many pixels on the long side on a CPU (fern: 496x368)."""
-TARGET_LONG_SIDE_GPU = 1000
 DEFAULT_FACTORS = (4, 8)
 
 
@@ -113,7 +110,7 @@ def run(params: AllParams, reporter: Reporter | None = None) -> list[StageLine]:
     reporter = reporter or Reporter()
     photos, scene = _photos_and_scene(params)
     device = pick_device(params.device)
-    target = TARGET_LONG_SIDE_CPU if device.type == "cpu" else TARGET_LONG_SIDE_GPU
+    target = train.TARGET_LONG_SIDE_CPU if device.type == "cpu" else train.TARGET_LONG_SIDE_GPU
     factor = params.factor or (None if has_override(params.overrides, "data.factor") else auto_factor(photos, target))
     factors = tuple(sorted(set(DEFAULT_FACTORS) | ({factor} if factor else set())))
     lines: list[StageLine] = []

@@ -32,7 +32,9 @@ from nerfpipe.io import write_json_atomic
 from nerfpipe.nerf import trainer as trainer_mod
 from nerfpipe.nerf.registry import build_model
 from nerfpipe.progress import Reporter
-from nerfpipe.recipes import Recipe, default_recipe_name, dump_recipe, has_override, load_recipe
+from nerfpipe import scene as scene_layout
+from nerfpipe.photos import PhotoError, probe
+from nerfpipe.recipes import Recipe, default_recipe_name, dump_recipe, has_override, load_recipe, recipe_sets
 from nerfpipe.stages.evaluation import EvalParams, run_eval
 from nerfpipe.stages.results import TrainResult, Verdict
 from nerfpipe.stages.runs import DATASET_FILE, RECIPE_FILE, read_json, run_dir, set_aside
@@ -40,6 +42,10 @@ from nerfpipe.stages.sources import Source, detect_source, load_scene, object_on
 
 VERSION = "1"
 STATE_FILE = "state.json"
+TARGET_LONG_SIDE_CPU = 500
+"""Training images of about this many pixels on the long side on a CPU (fern: 496x368)."""
+TARGET_LONG_SIDE_GPU = 1000
+"""... and on a GPU (fern: 1008x756, the published tables' size)."""
 RESUMABLE_KEYS = {("training", "iters"), ("training", "minutes"), ("training", "checkpoint_every"), ("training", "log_every")}
 """Recipe values that may change between sessions of one run (everything else needs --fresh)."""
 
@@ -187,18 +193,52 @@ def _resume_point(folder: Path, recipe: Recipe, data_key: str, params: TrainPara
     return newest
 
 
+def ingested_factor(scene: Path, long_side: int) -> int | None:
+    """Of the scene's downsampled photo folders (``images_<k>/``), the factor k whose photos' long side
+    is nearest ``long_side`` (the larger photos on a tie); None when there is none to read. A recipe
+    that does not name a factor trains on it: ingest keeps 4 and 8 of a phone's 4032-pixel photos (8
+    gives 504 pixels), ``nerfpipe all`` adds the factor for photos of other sizes, and the recipe's
+    default of 8 would make 126 pixels of the example's 1008."""
+    sizes = {}
+    for folder in Path(scene).glob(f"{scene_layout.IMAGES}_*"):
+        k = folder.name.removeprefix(f"{scene_layout.IMAGES}_")
+        if not k.isdigit() or not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if not path.is_file():
+                continue
+            try:
+                info = probe(path)
+            except PhotoError:
+                continue
+            sizes[int(k)] = max(info.width, info.height)
+            break
+    if not sizes:
+        return None
+    return min(sizes, key=lambda k: (abs(sizes[k] - long_side), k))
+
+
 def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
     """Train (or resume, or find up to date) ``runs/<run>``, then evaluate unless ``params.evaluate`` is False."""
     reporter = reporter or Reporter()
     scene = Path(params.scene)
-    recipe = load_recipe(params.recipe or default_recipe_name(), list(params.overrides))
+    recipe_name = params.recipe or default_recipe_name()
+    recipe = load_recipe(recipe_name, list(params.overrides))
+    device = pick_device(params.device)
+    if not has_override(params.overrides, "data.factor") and not recipe_sets(recipe_name, "data.factor"):
+        target = TARGET_LONG_SIDE_CPU if device.type == "cpu" else TARGET_LONG_SIDE_GPU
+        factor = ingested_factor(scene, target)
+        if factor is not None and factor != recipe.data.factor:
+            params = dataclasses.replace(params, overrides=(*params.overrides, f"data.factor={factor}"))
+            recipe = load_recipe(recipe_name, list(params.overrides))
+            reporter.info(f"Training on {scene_layout.images_dir_name(factor)}/, the ingested size nearest {target} pixels "
+                          f"on the long side on this {device.type.upper()} (--factor K for images_K/).")
     source = detect_source(scene, recipe, reporter)
     scene_kind, kind_data = scene_type_data(scene, source, params.overrides, params.scene_type, reporter)
     recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, **kind_data))
     run_name = params.run or recipe.name
     if not run_name or "/" in run_name or run_name.startswith("."):
         raise NerfpipeError(f"--run {run_name!r} is not a usable folder name: use letters, digits, - and _.")
-    device = pick_device(params.device)
     folder = run_dir(scene, run_name)
     rel = folder.relative_to(scene).as_posix()
     spec = StageSpec(

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from nerfpipe import scene as scene_layout
 from nerfpipe.cameras.scene_type import SceneKind, classify
 from nerfpipe.cache import StageResult, StageSpec, hash_inputs, load_manifest, run_stage
 from nerfpipe.device import pick_device
@@ -31,9 +32,8 @@ from nerfpipe.errors import NerfpipeError
 from nerfpipe.io import write_json_atomic
 from nerfpipe.nerf import trainer as trainer_mod
 from nerfpipe.nerf.registry import build_model
-from nerfpipe.progress import Reporter
-from nerfpipe import scene as scene_layout
 from nerfpipe.photos import PhotoError, probe
+from nerfpipe.progress import Reporter
 from nerfpipe.recipes import Recipe, default_recipe_name, dump_recipe, has_override, load_recipe, recipe_sets
 from nerfpipe.stages.evaluation import EvalParams, run_eval
 from nerfpipe.stages.results import TrainResult, Verdict
@@ -197,8 +197,8 @@ def ingested_factor(scene: Path, long_side: int) -> int | None:
     """Of the scene's downsampled photo folders (``images_<k>/``), the factor k whose photos' long side
     is nearest ``long_side`` (the larger photos on a tie); None when there is none to read. A recipe
     that does not name a factor trains on it: ingest keeps 4 and 8 of a phone's 4032-pixel photos (8
-    gives 504 pixels), ``nerfpipe all`` adds the factor for photos of other sizes, and the recipe's
-    default of 8 would make 126 pixels of the example's 1008."""
+    gives 504 pixels), ``nerfpipe all`` adds the factor for photos of other sizes, and the recipes'
+    default of 8 would make 112x80 pixels of the example's 1008x756 photos."""
     sizes = {}
     for folder in Path(scene).glob(f"{scene_layout.IMAGES}_*"):
         k = folder.name.removeprefix(f"{scene_layout.IMAGES}_")

@@ -127,6 +127,17 @@ def probe(path: Path) -> PhotoInfo:
         raise PhotoError(f"it is not a readable image ({e})") from None
 
 
+def first_size(paths) -> tuple[int, int] | None:
+    """(width, height) of the first of ``paths`` that :func:`probe` can read (upright), or None."""
+    for path in paths:
+        try:
+            info = probe(path)
+        except PhotoError:
+            continue
+        return info.width, info.height
+    return None
+
+
 def _alpha8(img: Image.Image) -> np.ndarray | None:
     """(H, W) uint8 alpha of a photo that has transparency (some pixel below 255), else None."""
     mode = img.mode

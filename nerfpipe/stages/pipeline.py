@@ -2,8 +2,8 @@
 
 Each stage is the same ``run`` the single commands call; a failing stage stops here with its own
 sentence, and what earlier stages finished stays finished (their manifests are written). The
-training resolution is chosen from the photos: about ``train.TARGET_LONG_SIDE_CPU`` pixels on the long
-side on a CPU (``TARGET_LONG_SIDE_GPU`` on a GPU), as an extra ingest factor when the default ones do not
+training resolution is chosen from the photos: about ``train.target_long_side(device)`` pixels on the
+long side, as an extra ingest factor when the default ones do not
 give it.
 """
 
@@ -18,7 +18,7 @@ from nerfpipe.cache import StageResult
 from nerfpipe.cameras.scene_type import SceneKind
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.frames import VideoError, video_size
-from nerfpipe.photos import PhotoError, probe
+from nerfpipe.photos import first_size
 from nerfpipe.device import pick_device
 from nerfpipe.progress import Reporter
 from nerfpipe.recipes import has_override
@@ -74,14 +74,7 @@ def auto_factor(photos: Path, long_side: int) -> int | None:
     """The whole factor that brings the photos' long side nearest ``long_side`` (at least 2), or None
     when no photo or video can be read (ingest then says why)."""
     photo_files, videos, _ = ingest.list_candidates(photos)
-    size = None
-    for path in photo_files:
-        try:
-            info = probe(path)
-            size = (info.width, info.height)
-            break
-        except PhotoError:
-            continue
+    size = first_size(photo_files)
     if size is None:
         for video in videos:
             try:
@@ -110,7 +103,7 @@ def run(params: AllParams, reporter: Reporter | None = None) -> list[StageLine]:
     reporter = reporter or Reporter()
     photos, scene = _photos_and_scene(params)
     device = pick_device(params.device)
-    target = train.TARGET_LONG_SIDE_CPU if device.type == "cpu" else train.TARGET_LONG_SIDE_GPU
+    target = train.target_long_side(device)
     factor = params.factor or (None if has_override(params.overrides, "data.factor") else auto_factor(photos, target))
     factors = tuple(sorted(set(DEFAULT_FACTORS) | ({factor} if factor else set())))
     lines: list[StageLine] = []

@@ -32,7 +32,7 @@ from nerfpipe.errors import NerfpipeError
 from nerfpipe.io import write_json_atomic
 from nerfpipe.nerf import trainer as trainer_mod
 from nerfpipe.nerf.registry import build_model
-from nerfpipe.photos import PhotoError, probe
+from nerfpipe.photos import first_size
 from nerfpipe.progress import Reporter
 from nerfpipe.recipes import Recipe, default_recipe_name, dump_recipe, has_override, load_recipe, recipe_sets
 from nerfpipe.stages.evaluation import EvalParams, run_eval
@@ -46,6 +46,11 @@ TARGET_LONG_SIDE_CPU = 500
 """Training images of about this many pixels on the long side on a CPU (fern: 496x368)."""
 TARGET_LONG_SIDE_GPU = 1000
 """... and on a GPU (fern: 1008x756, the published tables' size)."""
+
+
+def target_long_side(device: torch.device) -> int:
+    """The long side, in pixels, of the training images to aim for on ``device``."""
+    return TARGET_LONG_SIDE_CPU if device.type == "cpu" else TARGET_LONG_SIDE_GPU
 RESUMABLE_KEYS = {("training", "iters"), ("training", "minutes"), ("training", "checkpoint_every"), ("training", "log_every")}
 """Recipe values that may change between sessions of one run (everything else needs --fresh)."""
 
@@ -202,17 +207,11 @@ def ingested_factor(scene: Path, long_side: int) -> int | None:
     sizes = {}
     for folder in Path(scene).glob(f"{scene_layout.IMAGES}_*"):
         k = folder.name.removeprefix(f"{scene_layout.IMAGES}_")
-        if not k.isdigit() or not folder.is_dir():
+        if not k.isdigit() or int(k) < 1 or not folder.is_dir():
             continue
-        for path in sorted(folder.iterdir()):
-            if not path.is_file():
-                continue
-            try:
-                info = probe(path)
-            except PhotoError:
-                continue
-            sizes[int(k)] = max(info.width, info.height)
-            break
+        size = first_size(p for p in sorted(folder.iterdir()) if p.is_file())
+        if size is not None:
+            sizes[int(k)] = max(size)
     if not sizes:
         return None
     return min(sizes, key=lambda k: (abs(sizes[k] - long_side), k))
@@ -226,11 +225,10 @@ def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
     recipe = load_recipe(recipe_name, list(params.overrides))
     device = pick_device(params.device)
     if not has_override(params.overrides, "data.factor") and not recipe_sets(recipe_name, "data.factor"):
-        target = TARGET_LONG_SIDE_CPU if device.type == "cpu" else TARGET_LONG_SIDE_GPU
+        target = target_long_side(device)
         factor = ingested_factor(scene, target)
         if factor is not None and factor != recipe.data.factor:
-            params = dataclasses.replace(params, overrides=(*params.overrides, f"data.factor={factor}"))
-            recipe = load_recipe(recipe_name, list(params.overrides))
+            recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, factor=factor))
             reporter.info(f"Training on {scene_layout.images_dir_name(factor)}/, the ingested size nearest {target} pixels "
                           f"on the long side on this {device.type.upper()} (--factor K for images_K/).")
     source = detect_source(scene, recipe, reporter)

@@ -15,7 +15,7 @@ from nerfpipe.errors import NerfpipeError
 from nerfpipe.nerf.fast import FastConfig, FastModel, sh_basis
 from nerfpipe.nerf.rendering import weights_and_transmittance, weights_from_alpha
 from nerfpipe.nerf.samplers import along, bin_fractions, intervals, piecewise, stratified
-from nerfpipe.nerf.grid import VMEncoding, interpolate, line_corners, plane_corners, plane_tv, vm_corners
+from nerfpipe.nerf.grid import VMEncoding, cell_offsets, interpolate, line_corners, plane_corners, plane_tv, vm_corners
 from nerfpipe.nerf.chunking import render_image
 from nerfpipe.nerf.interface import RayBundle, SceneBox
 from nerfpipe.nerf.registry import get_model
@@ -61,6 +61,10 @@ def test_plane_and_line_lookups_match_slow_reference_values_and_gradients():
     (slow * grad_out).sum().backward()
     assert torch.allclose(fast, slow, atol=1e-12)
     assert torch.allclose(fast_table.grad, slow_table.grad, atol=1e-12)
+    # the backward that sorts the cells' first corners only (given the corners' offsets): same gradient
+    cell_table = fast_table.detach().clone().requires_grad_()
+    (interpolate(cell_table, *plane_corners(x[:, 0], x[:, 1], res_a, res_b), cell_offsets(res_a)) * grad_out).sum().backward()
+    assert torch.allclose(cell_table.grad, slow_table.grad, atol=1e-12)
 
     # grid_sample (border padding, align_corners) is the same interpolation
     ref = F.grid_sample(slow_table.detach().reshape(res_b, res_a, channels).permute(2, 0, 1)[None],
@@ -75,6 +79,11 @@ def test_plane_and_line_lookups_match_slow_reference_values_and_gradients():
     expected = line.detach()[i0] * (1 - (f - i0))[:, None] + line.detach()[i0 + 1] * (f - i0)[:, None]
     assert torch.allclose(out, expected, atol=1e-12)
     assert torch.allclose(line.grad.sum(0), torch.full((channels,), 60.0, dtype=torch.float64))  # weights sum to 1
+    cell_line = line.detach().clone().requires_grad_()
+    (interpolate(cell_line, *line_corners(x[:, 0], 9), cell_offsets()) * grad_out).sum().backward()
+    slow_line = line.detach().clone().requires_grad_()
+    (slow_line[i0] * (1 - (f - i0))[:, None] + slow_line[i0 + 1] * (f - i0)[:, None]).mul(grad_out).sum().backward()
+    assert torch.allclose(cell_line.grad, slow_line.grad, atol=1e-12)
 
 
 def test_vm_encoding_is_the_trilinear_interpolant_of_its_dense_grid():

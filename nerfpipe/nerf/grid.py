@@ -95,36 +95,73 @@ def scatter_matrix(idx: Tensor, weights: Tensor, rows: int) -> Tensor:
         )
 
 
+def cell_scatter(base: Tensor, weights: Tensor, offsets: Sequence[int], rows: int, grad: Tensor) -> Tensor:
+    """What ``scatter_matrix(base[:, None] + offsets, weights, rows) @ grad`` gives, (rows, C), for
+    lookups whose k corners are the rows ``base + offsets[j]`` (the vertices of a grid cell): one
+    sort of the N base rows instead of N * k corner rows, and one sparse product per corner that
+    shares its pattern and adds into the output shifted by its offset. base: (N,) int; weights:
+    (N, k); grad: (N, C). On 2 CPU cores, 80k points on a 352x312 plane, 16 channels: 9.3 ms ->
+    3.4 ms; on a line of 245: 2.1 -> 1.4 ms."""
+    order = torch.argsort(base)
+    crow = torch.zeros(rows + 1, dtype=base.dtype, device=base.device)
+    crow[1:] = torch.cumsum(torch.bincount(base, minlength=rows), 0)
+    col = order.to(base.dtype)
+    sorted_w = weights[order].t()  # (k, N): each corner's weights in row order
+    out = grad.new_zeros(rows, grad.shape[1])
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": CSR @ dense is all we use
+        warnings.simplefilter("ignore", UserWarning)
+        for w, off in zip(sorted_w, offsets):
+            kept = rows - off  # base + off < rows for every point, so no base row reaches `kept`
+            s = torch.sparse_csr_tensor(crow[: kept + 1], col, w.contiguous(), size=(kept, grad.shape[0]),
+                                        check_invariants=False)
+            out[off:].addmm_(s, grad)
+    return out
+
+
 class _Interpolate(torch.autograd.Function):
-    """embedding_bag forward; backward as one sparse-dense product. On a 2-core CPU the product,
+    """embedding_bag forward; backward as sparse-dense products. On a 2-core CPU the product,
     sort included, is 2-3x faster than embedding_bag's own dense backward (393k samples, 48
-    channels: 0.09 s vs 0.25 s)."""
+    channels: 0.09 s vs 0.25 s), and :func:`cell_scatter` (given the corners' offsets) 1.5-3x
+    faster again."""
 
     @staticmethod
-    def forward(ctx, table: Tensor, idx: Tensor, weights: Tensor) -> Tensor:
+    def forward(ctx, table: Tensor, idx: Tensor, weights: Tensor, offsets: tuple[int, ...] | None) -> Tensor:
         ctx.save_for_backward(idx, weights)
         ctx.rows = table.shape[0]
+        ctx.offsets = offsets
         return F.embedding_bag(idx, table, per_sample_weights=weights, mode="sum")
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         idx, weights = ctx.saved_tensors
-        return scatter_matrix(idx, weights, ctx.rows) @ grad.contiguous(), None, None
+        grad = grad.contiguous()
+        if ctx.offsets is None:
+            return scatter_matrix(idx, weights, ctx.rows) @ grad, None, None, None
+        return cell_scatter(idx[:, 0].contiguous(), weights, ctx.offsets, ctx.rows, grad), None, None, None
 
 
-def interpolate(table: Tensor, idx: Tensor, weights: Tensor) -> Tensor:
+def interpolate(table: Tensor, idx: Tensor, weights: Tensor, offsets: Sequence[int] | None = None) -> Tensor:
     """Weighted sum of table rows: table (rows, C), idx (N, k), weights (N, k) -> (N, C).
 
-    Differentiable with respect to ``table`` only (sample positions get no gradient). CPU:
-    embedding_bag with the sparse-product backward; CUDA: embedding_bag and its own backward;
-    other devices (MPS): a plain gather and sum, which every backend supports."""
+    ``offsets``: when every row of idx is ``idx[:, 0] + offsets`` (the corners of a grid cell, as
+    :func:`plane_corners` and :func:`line_corners` give them: :func:`cell_offsets`), the CPU
+    backward uses it (:func:`cell_scatter`). Differentiable with respect to ``table`` only (sample
+    positions get no gradient). CPU: embedding_bag with the sparse-product backward; CUDA:
+    embedding_bag and its own backward; other devices (MPS): a plain gather and sum, which every
+    backend supports."""
     weights = weights.detach().to(table.dtype)
     device = table.device.type
     if device not in ("cpu", "cuda"):
         return (table[idx.long()] * weights[..., None]).sum(1)
     if device == "cpu" and torch.is_grad_enabled() and table.requires_grad:
-        return _Interpolate.apply(table, idx, weights)
+        return _Interpolate.apply(table, idx, weights, None if offsets is None else tuple(int(o) for o in offsets))
     return F.embedding_bag(idx, table, per_sample_weights=weights, mode="sum")
+
+
+def cell_offsets(res_a: int | None = None) -> tuple[int, ...]:
+    """Row offsets of a cell's corners from its first: a plane's (res_a vertices along its first
+    axis; :func:`plane_corners`' order) or, with no res_a, a line's."""
+    return (0, 1) if res_a is None else (0, 1, res_a, res_a + 1)
 
 
 @dataclass
@@ -139,6 +176,8 @@ class Corners:
     """per line: (N, 2)"""
     line_w: list[Tensor]
     """per line: (N, 2)"""
+    plane_offsets: list[tuple[int, ...]]
+    """per plane: its :func:`cell_offsets` (each row of plane_idx is its first entry plus these)"""
 
 
 def vm_corners(x: Tensor, res: Sequence[int]) -> Corners:
@@ -154,7 +193,7 @@ def vm_corners(x: Tensor, res: Sequence[int]) -> Corners:
         idx, w = _line(*axes[c])
         li.append(idx)
         lw.append(w)
-    return Corners(pi, pw, li, lw)
+    return Corners(pi, pw, li, lw, [cell_offsets(res[a]) for a, _ in PLANE_AXES])
 
 
 def resample_plane(table: Tensor, old: tuple[int, int], new: tuple[int, int]) -> Tensor:
@@ -231,10 +270,13 @@ class VMEncoding(nn.Module):
     def products(self, corners: Corners) -> list[Tensor]:
         """Per plane m: (N, comps[m]) products plane * line at the points of ``corners``."""
         recording = torch.is_grad_enabled() and self.planes[0].requires_grad  # autograd keeps both factors
+        line = cell_offsets()
         return [
-            interpolate(p, pi, pw) * interpolate(ln, li, lw) if recording else interpolate(p, pi, pw).mul_(interpolate(ln, li, lw))
-            for p, ln, pi, pw, li, lw in zip(
-                self.planes, self.lines, corners.plane_idx, corners.plane_w, corners.line_idx, corners.line_w
+            interpolate(p, pi, pw, po) * interpolate(ln, li, lw, line) if recording
+            else interpolate(p, pi, pw).mul_(interpolate(ln, li, lw))
+            for p, ln, pi, pw, li, lw, po in zip(
+                self.planes, self.lines, corners.plane_idx, corners.plane_w, corners.line_idx, corners.line_w,
+                corners.plane_offsets,
             )
         ]
 

@@ -248,6 +248,18 @@ def _save(state) -> io.BytesIO:
     return buf
 
 
+def test_total_variation_weights_decay_over_the_budget_like_the_learning_rate():
+    model = FastModel(FastConfig(**SMALL, tv_density=0.02, tv_app=0.01, tv_final_ratio=0.1), NDC_BOX)
+    model.param_groups(100)  # the step budget
+    out = model.render(_ndc_rays(20), train=True, generator=torch.Generator().manual_seed(0))
+    target = torch.rand(20, 3)
+    f = model.field
+    with torch.no_grad():
+        full = 0.02 * float(f.density.tv()) + 0.01 * float(f.appearance.tv())
+    tv = [model.loss(out, target, step)[1]["tv"] for step in (0, 50, 100, 150)]
+    assert tv == pytest.approx([full, full * 0.1**0.5, full * 0.1, full * 0.1], rel=1e-5)  # held after the budget
+
+
 @pytest.fixture(scope="module")
 def tiny_fern(fern_dir, tmp_path_factory):
     """Published LLFF layout at factor 32 (126x94 PNGs) with the authors' poses."""

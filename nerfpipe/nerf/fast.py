@@ -99,6 +99,9 @@ class FastConfig:
     """Weight of the total variation of the density planes."""
     tv_app: float = 0.02
     """Weight of the total variation of the appearance planes."""
+    tv_final_ratio: float = 1.0
+    """Both total-variation weights decay exponentially to this fraction of theirs over the step
+    budget, as the learning rates do (TensoRF decays them with its learning rate: 0.1)."""
     l1_density: float = 0.0
     """Weight of the mean absolute density-grid value (a sparsity prior for mostly empty boxes)."""
     unbounded_split: float = 1.0
@@ -115,8 +118,8 @@ class FastConfig:
         "app_comps": ">= 1", "app_dim": ">= 1", "mlp_hidden": ">= 1", "init_std": "> 0", "density_scale": "> 0",
         "samples": ">= 2", "occupancy_threshold": "[0, 1)", "occupancy_start": "[0, 1]", "occupancy_every": ">= 1",
         "weight_threshold": "[0, 1)", "segment": ">= 1", "stop_transmittance": "[0, 1)", "lr_grid": "> 0",
-        "lr_net": "> 0", "lr_final_ratio": "(0, 1]", "tv_density": ">= 0", "tv_app": ">= 0", "l1_density": ">= 0",
-        "distortion": ">= 0", "unbounded_split": ">= 0",
+        "lr_net": "> 0", "lr_final_ratio": "(0, 1]", "tv_density": ">= 0", "tv_app": ">= 0", "tv_final_ratio": "(0, 1]",
+        "l1_density": ">= 0", "distortion": ">= 0", "unbounded_split": ">= 0",
     }
     """Allowed values, checked where a recipe or an override sets them (see :mod:`nerfpipe.recipes`)."""
 
@@ -460,7 +463,8 @@ class FastModel(Model):
         total = photometric
         stats = {"photometric": float(photometric.detach())}
         if self.cfg.tv_density > 0 or self.cfg.tv_app > 0:
-            tv = self.cfg.tv_density * self.field.density.tv() + self.cfg.tv_app * self.field.appearance.tv()
+            decay = self.cfg.tv_final_ratio ** (min(step, self.step_budget) / max(1, self.step_budget))
+            tv = decay * (self.cfg.tv_density * self.field.density.tv() + self.cfg.tv_app * self.field.appearance.tv())
             total = total + tv
             stats["tv"] = float(tv.detach())
         if self.cfg.l1_density > 0:

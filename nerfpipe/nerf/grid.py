@@ -218,7 +218,7 @@ class _PlaneTV(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, table: Tensor, res_a: int, res_b: int) -> Tensor:
-        g = table.view(res_b, res_a, -1)
+        g = table.reshape(res_b, res_a, -1)
         dy = g[1:] - g[:-1]  # (res_b - 1, res_a, C), contiguous
         dx = g[:, 1:] - g[:, :-1]  # (res_b, res_a - 1, C)
         ctx.save_for_backward(dy, dx)

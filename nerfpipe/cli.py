@@ -118,7 +118,8 @@ def ingest(
     factors: List[str] = typer.Option(["4", "8"], "--factors", "-f", help="Downsampling factors: --factors 4,8 (or repeat: -f 4 -f 8)."),
     frames: int = typer.Option(100, "--frames", min=1, help="Frames kept from each video: the sharpest of each of this many windows."),
     force: bool = typer.Option(False, "--force", help="Redo the stage even if it is up to date."),
-    masks: Optional[Path] = typer.Option(None, "--masks", help="Folder of object masks, one per photo named by its stem (white = object): SfM sees only the object."),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="Folder of object masks, one per photo named by its stem (white = object): SfM and training see only the objects, cut out on white."),
+    keep_background: bool = typer.Option(False, "--keep-background", help="With --masks: train on the whole photos (SfM still sees only the objects)."),
 ) -> None:
     """Make the photos upright, RGB and 8-bit in images/, and downsample them into images_4/, images_8/.
 
@@ -127,7 +128,7 @@ def ingest(
     from nerfpipe.stages import ingest as stage
 
     params = stage.IngestParams(photos=photos, scene=scene, factors=_int_list(factors, "--factors"), frames=frames,
-                                force=force, masks=masks)
+                                force=force, masks=masks, keep_background=keep_background)
     res = stage.run(params, RichReporter())
     r = res.value
     if not res.ran:
@@ -300,6 +301,8 @@ def train(
 
 
 def _print_eval(scene: Path, res) -> None:
+    from nerfpipe.stages.evaluation import verdict_words
+
     r = res.value
     m = r.mean
     parts = [f"{k.upper()} {m[k]:.4g}" for k in ("psnr", "ssim", "lpips") if k in m]
@@ -308,7 +311,7 @@ def _print_eval(scene: Path, res) -> None:
                      f"of {m['depth_points']} SfM points within 2%, {100 * m['depth_within_5pct']:.0f}% within 5%)")
     state = "up to date" if not res.ran else f"{r.count} held-out views, {r.s_per_view:.1f} s/view"
     said = r.verdict
-    verdict = f"; training views {said.train_psnr:.2f} dB, verdict {said.result}" if said else ""
+    verdict = f"; training views {said.train_psnr:.2f} dB, verdict {verdict_words(said)}" if said else ""
     CONSOLE.print(f"eval ({state}): {', '.join(parts) or 'no held-out views'}{verdict} -> "
                   f"{scene / 'runs' / r.run / 'metrics.json'}")
 
@@ -403,14 +406,16 @@ def all_(
     device: str = typer.Option("auto", "--device", metavar=DEVICE_METAVAR, help="auto (cuda, then mps, then cpu), cpu, cuda, mps."),
     tf32: bool = typer.Option(False, "--tf32", help="On an NVIDIA GPU, matrix products in TF32 while training (faster; default fp32)."),
     scene_type: Optional[SceneChoice] = typer.Option(None, "--scene-type", help="forward, arc or 360 (default: decided from the cameras)."),
-    masks: Optional[Path] = typer.Option(None, "--masks", help="Folder of object masks, one per photo named by its stem (white = object): SfM sees only the object."),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="Folder of object masks, one per photo named by its stem (white = object): SfM and training see only the objects, cut out on white."),
+    keep_background: bool = typer.Option(False, "--keep-background", help="With --masks: train on the whole photos (SfM still sees only the objects)."),
 ) -> None:
     """Photos -> video: ingest, poses, train and render, each one cached (a second run only says so)."""
     from nerfpipe.stages import pipeline
 
     overrides = _train_overrides(sets, iters, minutes, None, None, None, None)
     params = pipeline.AllParams(source=source, scene=scene, recipe=recipe, overrides=overrides, factor=factor,
-                                frames=frames, device=_device(device), tf32=tf32, scene_type=scene_type, masks=masks)
+                                frames=frames, device=_device(device), tf32=tf32, scene_type=scene_type, masks=masks,
+                                keep_background=keep_background)
     lines = pipeline.run(params, RichReporter())
     table = Table(show_header=True, header_style="bold")
     for column in ("stage", "", "time", "result"):

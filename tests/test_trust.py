@@ -26,7 +26,7 @@ from nerfpipe.photos import object_mask, read_photo
 from nerfpipe.progress import RecordingReporter
 from nerfpipe.stages import evaluation, ingest, poses
 from nerfpipe.stages import train as train_stage
-from nerfpipe.stages.results import load_result
+from nerfpipe.stages.results import PoseCheck, Verdict, load_result
 
 REPO = Path(__file__).resolve().parents[1]
 FERN_PHOTOS = REPO / "examples" / "fern" / "photos"
@@ -187,6 +187,41 @@ def test_verdict_by_hand():
     assert evaluation.verdict_train_views(list(range(1, 20)), [0]) == [4, 10, 16]
 
 
+def _check(result: str) -> PoseCheck:
+    return PoseCheck(result=result, unexplained=0.07, unexplained_in_fitted_pairs=0.069, wrong_pairs=395, pairs=706,
+                     median_photo=0.05, photos={}, doubtful=[], sentence=None, threshold_px=4.0)
+
+
+def test_verdict_weighs_the_depth_and_the_pose_check():
+    def views(depth_a, depth_b):
+        return [{"name": "a.png", "psnr": 24.0, "depth_rel_error_median": depth_a, "depth_points": 300},
+                {"name": "b.png", "psnr": 23.0, "depth_rel_error_median": depth_b, "depth_points": 200},
+                {"name": "c.png", "psnr": 23.5}]  # no SfM point in view: not in the depth figure
+
+    good = evaluation.verdict(views(0.015, 0.02), 25.0, _check("consistent"))
+    assert good.result == "good" and good.depth_rel_error_median == pytest.approx(0.0175)
+    assert "1.8% off the SfM points" in good.sentence and "poses are consistent" not in good.sentence
+    # colour at the wrong depth: doubtful from 5%, poor from 10% (the PSNR gap small either way)
+    geometry = evaluation.verdict(views(0.06, 0.08), 25.0)
+    assert geometry.result == "doubtful_geometry" and "7.0% off the SfM points" in geometry.sentence
+    assert evaluation.verdict_words(geometry) == "doubtful geometry, depth 7% off the SfM points"
+    poor = evaluation.verdict(views(0.12, 0.14), 25.0)
+    assert poor.result == "poor" and "13% off the SfM points" in poor.sentence and "--masks" in poor.sentence
+    assert evaluation.verdict_words(poor) == "POOR, depth 13% off the SfM points"
+    # a pose check that is not consistent: doubtful on its own, poor together with doubtful geometry
+    posed = evaluation.verdict(views(0.015, 0.02), 25.0, _check("inconsistent"))
+    assert posed.result == "doubtful_poses" and "the pose check after SfM found the poses inconsistent" in posed.sentence
+    both = evaluation.verdict(views(0.06, 0.08), 25.0, _check("doubtful_photos"))
+    assert both.result == "poor" and "the pose check after SfM found doubtful photos" in both.sentence
+    assert evaluation.verdict_words(both) == "POOR, depth 7% off the SfM points: doubtful photos"
+    # the PSNR gap still comes first
+    gap = evaluation.verdict([dict(v, psnr=v["psnr"] - 9) for v in views(0.015, 0.02)], 25.0)
+    assert gap.result == "poor" and evaluation.verdict_words(gap).startswith("POOR, 10.5 dB under")
+    # a verdict written before these fields existed still loads
+    old = {k: v for k, v in good.to_dict().items() if k not in ("depth_rel_error_median", "pose_check")}
+    assert Verdict.from_dict(old).depth_rel_error_median is None
+
+
 def _turn_llff(poses_bounds: Path, rows: list[int], degrees: float) -> None:
     """Turn the LLFF cameras of ``rows`` by ``degrees`` about their viewing axis, in place."""
     pb = np.load(poses_bounds)
@@ -232,7 +267,7 @@ def test_verdict_of_short_real_trainings_with_right_and_wrong_poses(fern_dir, tm
     args += [a for o in overrides for a in ("--set", o)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == train_stage.POOR_EXIT_CODE, result.output
-    assert "train is up to date" in result.output and "verdict poor" in result.output
+    assert "train is up to date" in result.output and "verdict POOR" in result.output
 
 
 def test_ingest_takes_the_users_masks_for_photos_with_a_background(tmp_path):
@@ -246,9 +281,30 @@ def test_ingest_takes_the_users_masks_for_photos_with_a_background(tmp_path):
         cv2.imwrite(str(masks / f"{Path(name).stem}.png"), mask)
     rep = RecordingReporter()
     r = ingest.run(ingest.IngestParams(photos=photos, scene=tmp_path / "s", factors=(8,), masks=masks), rep).value
-    assert r.background_kind == "masked" and r.mask_folder == "masks"
+    assert r.background_kind == "masked_on_white" and r.mask_folder == "masks"
+    assert any("SfM on the objects only, training on the objects cut out on white" in m for m in rep.infos)
     kept = cv2.imread(str(tmp_path / "s" / "masks" / "IMG_4027.png"), cv2.IMREAD_GRAYSCALE)
     assert kept.shape == (756, 1008) and kept[300, 500] == 255 and kept[100, 100] == 0
+    # the photos are cut out on white with their masks (the photo folder is left as it was); train reads
+    # the scene as an object on white
+    original = cv2.imread(str(photos / "IMG_4027.JPG"))
+    cut = cv2.imread(str(tmp_path / "s" / "images" / "IMG_4027.jpg"))
+    assert cut.shape == original.shape and (cut[100, 100] >= 250).all() and (cut[:150] >= 250).all(axis=-1).mean() > 0.99
+    inside = np.abs(cut[250:450, 400:650].astype(int) - original[250:450, 400:650]).mean()
+    assert inside < 3.0, inside
+    small = cv2.imread(str(tmp_path / "s" / "images_8" / "IMG_4027.png"))
+    assert (small[:15] >= 250).all() and small[30:50, 45:75].mean() < 200  # rows 0-15: above the mask
+    from nerfpipe.stages.sources import Source, object_on_white
+
+    photo_scene = Source(kind="nerfpipe", upstream=("ingest",), inputs=(), stems=None)
+    assert object_on_white(tmp_path / "s", photo_scene)
+    # --keep-background keeps the photos whole for training (SfM still gets the masks)
+    rep = RecordingReporter()
+    r = ingest.run(ingest.IngestParams(photos=photos, scene=tmp_path / "s", factors=(8,), masks=masks,
+                                       keep_background=True), rep).value
+    assert r.background_kind == "masked" and r.mask_folder == "masks"
+    assert (tmp_path / "s" / "images" / "IMG_4027.jpg").read_bytes() == (photos / "IMG_4027.JPG").read_bytes()
+    assert not object_on_white(tmp_path / "s", photo_scene)
     # a photo without its mask is skipped with a sentence; none with a mask, or the output folder: a stop
     (masks / "IMG_4028.png").unlink()
     rep = RecordingReporter()
@@ -263,3 +319,5 @@ def test_ingest_takes_the_users_masks_for_photos_with_a_background(tmp_path):
         ingest.run(ingest.IngestParams(photos=photos, scene=tmp_path / "s3", factors=(8,), masks=tmp_path / "other"))
     with pytest.raises(NerfpipeError, match="a folder that ingest writes"):
         ingest.run(ingest.IngestParams(photos=photos, scene=tmp_path / "s", factors=(8,), masks=tmp_path / "s" / "masks"))
+    with pytest.raises(NerfpipeError, match="--keep-background goes with --masks"):
+        ingest.run(ingest.IngestParams(photos=photos, scene=tmp_path / "s4", factors=(8,), keep_background=True))

@@ -6,7 +6,8 @@ AlexNet v0.1, as the papers report them). For a nerfpipe scene also the depth: t
 held-out photo sees (``colmap/sparse/0``) against the rendered depth at their pixels
 (``depth_rel_error_median``, ``depth_within_2pct``, ``depth_within_5pct``, ``depth_points``; see
 :func:`view_depth`). Floaters in front of a surface show as depths that are too short. The verdict
-(:func:`verdict`) compares the held-out PSNR with training views rendered the same way.
+(:func:`verdict`) compares the held-out PSNR with training views rendered the same way, and weighs
+the depth figure and the pose check after SfM.
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from nerfpipe.nerf.metrics import Lpips, depth_agreement, psnr, ssim
 from nerfpipe.nerf.chunking import chunk_size, render_image
 from nerfpipe.nerf.interface import Model
 from nerfpipe.progress import Reporter
-from nerfpipe.stages.results import EvalResult, PosesResult, Verdict, load_result
+from nerfpipe.stages.results import EvalResult, PoseCheck, PosesResult, Verdict, load_result
 from nerfpipe.stages.runs import find_run, load_run, run_dir
-from nerfpipe.stages.sources import detect_source, load_scene, sparse_model
+from nerfpipe.stages.sources import detect_source, load_scene, pose_check_of, sparse_model
 
-EVAL_VERSION = "4"
-"""3: the training views' PSNR and the verdict (metrics.json); 4: the depth figures against the sparse points."""
+EVAL_VERSION = "5"
+"""3: the training views' PSNR and the verdict (metrics.json); 4: the depth figures against the sparse points;
+5: the verdict weighs the depth and the pose check."""
 DEPTH_HIT_OPACITY = 0.5
 """A ray of the depth figure that is less opaque than this hit nothing (as in the depth video)."""
 LPIPS_KIND = "AlexNet, linear layers v0.1 (shipped with nerfpipe)"
@@ -46,6 +48,12 @@ VERDICT_TRAIN_VIEWS = 3
 POOR_GAP_DB = 6.0
 """A held-out PSNR this far under the training views' PSNR means the field fits the training photos but not
 the views between them: inconsistent poses (see the verdict in metrics.json and the note of issue 12)."""
+DEPTH_DOUBTFUL = 0.05
+"""Held-out depth this far off the SfM points at the median (mean of the views) is doubtful geometry: colour
+painted at the wrong depth, which smears in a video away from the photos. Good runs of the trust benchmark:
+1.2 to 1.8%; a turntable capture trained on its whole photos: 8 to 33%."""
+DEPTH_POOR = 0.10
+"""This far off, or DEPTH_DOUBTFUL with a pose check that is not consistent, the result is poor."""
 
 
 @dataclass(frozen=True)
@@ -80,12 +88,13 @@ def run_eval(params: EvalParams, reporter: Reporter | None = None) -> StageResul
         source = detect_source(scene, recipe, reporter)
         data = load_scene(scene, recipe, source, reporter)
         truth = sparse_depth_truth(scene, data) if source.kind == "nerfpipe" else {}
+        checked = pose_check_of(scene, source)
         test_dir = out / rel / TEST_DIR
         test_dir.mkdir(parents=True)
         events = trainer_mod.Events(folder)  # held-out renders beside the training curves in TensorBoard
         try:
             result = evaluate(model, data, test_dir, device=device, chunk=params.chunk, reporter=reporter,
-                              depth_truth=truth, on_view=lambda name, rgb, target: events.images(
+                              depth_truth=truth, pose_check=checked, on_view=lambda name, rgb, target: events.images(
                                   meta["step"], {f"heldout/{name}": torch.cat([rgb, target.to(rgb)], dim=1)}))
         finally:
             events.close()
@@ -145,10 +154,11 @@ def view_depth(model: Model, data: SceneData, index: int, points: np.ndarray, ch
 
 
 def evaluate(model: Model, data: SceneData, test_dir: Path, *, device: torch.device, chunk: int | None = None,
-             reporter: Reporter | None = None, depth_truth: dict[int, np.ndarray] | None = None, on_view=None) -> dict:
+             reporter: Reporter | None = None, depth_truth: dict[int, np.ndarray] | None = None,
+             pose_check: PoseCheck | None = None, on_view=None) -> dict:
     """Render each held-out view to ``test_dir/<index>_<name>.png`` and score it against the photo;
     with ``depth_truth`` ({view index: (P, 3) points in the normalised world}) also its depth
-    (:func:`view_depth`). ``on_view(name, rgb, target)`` (both (H, W, 3) in [0, 1]) gets each view as it is done."""
+    (:func:`view_depth`); ``pose_check`` (the poses stage's) goes into the verdict. ``on_view(name, rgb, target)`` (both (H, W, 3) in [0, 1]) gets each view as it is done."""
     reporter = reporter or Reporter()
     lpips = Lpips(device)
     chunk = chunk or chunk_size(model, device)
@@ -183,7 +193,7 @@ def evaluate(model: Model, data: SceneData, test_dir: Path, *, device: torch.dev
                      for k in ("depth_rel_error_median", "depth_within_2pct", "depth_within_5pct")})
         mean["depth_points"] = int(sum(v["depth_points"] for v in scored))
     train_psnr = round(float(np.mean([v["psnr"] for v in train_views])), 4) if train_views else None
-    said = verdict(views, train_psnr)
+    said = verdict(views, train_psnr, pose_check)
     return {
         "views": views,
         "mean": mean,
@@ -199,6 +209,19 @@ def evaluate(model: Model, data: SceneData, test_dir: Path, *, device: torch.dev
     }
 
 
+def verdict_words(said: Verdict) -> str:
+    """The verdict in a few words, for a summary line."""
+    depth = said.depth_rel_error_median
+    if said.result == "poor":
+        if said.gap_db >= said.poor_gap_db:
+            return f"POOR, {said.gap_db:.1f} dB under the training views: poses inconsistent"
+        checked = {"inconsistent": ": poses inconsistent", "doubtful_photos": ": doubtful photos"}.get(said.pose_check or "", "")
+        return f"POOR, depth {depth:.0%} off the SfM points{checked}"
+    return {"good": "good", "doubtful_views": f"doubtful views {', '.join(said.worst_views)}",
+            "doubtful_geometry": f"doubtful geometry, depth {depth or 0:.0%} off the SfM points",
+            "doubtful_poses": "doubtful poses (see the pose check)"}[said.result]
+
+
 def verdict_train_views(i_train: list[int], i_test: list[int]) -> list[int]:
     """The training views whose PSNR the verdict compares with (none without held-out views)."""
     if not i_test or not i_train:
@@ -207,13 +230,17 @@ def verdict_train_views(i_train: list[int], i_test: list[int]) -> list[int]:
     return list(i_train[step // 2 :: step][:VERDICT_TRAIN_VIEWS])
 
 
-def verdict(views: list[dict], train_psnr: float | None) -> Verdict | None:
-    """Is the result to be trusted? Held-out PSNR against the PSNR of training views rendered the same way.
+def verdict(views: list[dict], train_psnr: float | None, pose_check: PoseCheck | None = None) -> Verdict | None:
+    """Is the result to be trusted? Held-out against training PSNR, the held-out depth against the SfM
+    points, and the pose check after SfM.
 
-    'poor' when the mean held-out PSNR is POOR_GAP_DB or more under the training views': the field
+    'poor' when the mean held-out PSNR is POOR_GAP_DB or more under the training views' (the field
     reproduces the photos it was trained on and not the views between them, which is what inconsistent
-    camera poses give. Views that are that far under on their own are named even when the mean is fine.
-    None without held-out views.
+    camera poses give), or when the held-out depth is DEPTH_POOR off the SfM points at the median
+    (DEPTH_DOUBTFUL with a pose check that is not consistent): colour painted at the wrong depth.
+    Otherwise 'doubtful_views' when some held-out views are that far under on their own,
+    'doubtful_geometry' at DEPTH_DOUBTFUL, 'doubtful_poses' when only the pose check objects, else
+    'good'. None without held-out views.
     """
     if not views or train_psnr is None:
         return None
@@ -222,19 +249,50 @@ def verdict(views: list[dict], train_psnr: float | None) -> Verdict | None:
     worst = sorted(views, key=lambda v: v["psnr"])
     far = [v for v in worst if train_psnr - v["psnr"] >= POOR_GAP_DB]
     named = ", ".join(f"{v['name']} ({v['psnr']:.1f} dB)" for v in (far or worst)[:3])
+    scored = [v["depth_rel_error_median"] for v in views if v.get("depth_points")]
+    depth = float(np.mean(scored)) if scored else None
+    posed = pose_check.result if pose_check is not None else None
+    poses_doubt = posed not in (None, "consistent")
+    found = ("" if not poses_doubt else "the pose check after SfM found the poses inconsistent" if posed == "inconsistent"
+             else "the pose check after SfM found doubtful photos")
+    colours = f"(held-out views {test_psnr:.1f} dB, training views {train_psnr:.1f} dB)"
+    off = f"{depth:.0%}" if depth is not None and depth >= 0.095 else f"{depth:.1%}" if depth is not None else ""
     if gap >= POOR_GAP_DB:
         result = "poor"
         sentence = (f"The result is poor: held-out views reach {test_psnr:.1f} dB while training views reach "
                     f"{train_psnr:.1f} dB ({gap:.1f} dB apart), so the camera poses are probably inconsistent; the "
                     f"worst held-out views are {named}: look at report.png for cameras out of place, and retake or "
                     "remove the photos it flags.")
+    elif depth is not None and (depth >= DEPTH_POOR or (poses_doubt and depth >= DEPTH_DOUBTFUL)):
+        result = "poor"
+        advice = ("look at report.png for the photos it flags, and retake or remove them (an object that turned "
+                  "on a turntable needs its masks: --masks)" if poses_doubt else
+                  "look at the depth video; more photos with more overlap give the field its depth, and an object "
+                  "whose background moved (a turntable) needs its masks: --masks")
+        sentence = (f"The result is poor: the held-out views' depth is {off} off the SfM points at the median (a "
+                    f"good run: 1 to 2%){' and ' + found if poses_doubt else ''}, so the field paints the photos' "
+                    f"colours at the wrong depth and the video smears away from the photos {colours}; {advice}.")
     elif far:
         result = "doubtful_views"
         sentence = (f"Some held-out views are far under the training views' {train_psnr:.1f} dB: {named}; their "
                     "cameras may be out of place (see report.png) or the capture does not cover them well.")
+    elif depth is not None and depth >= DEPTH_DOUBTFUL:
+        result = "doubtful_geometry"
+        sentence = (f"The geometry is doubtful: the held-out views' depth is {off} off the SfM points at the median "
+                    f"(a good run: 1 to 2%) {colours}: colour painted at the wrong depth smears in the video away "
+                    "from the photos; look at the depth video, and train longer or on more overlapping photos.")
+    elif poses_doubt:
+        result = "doubtful_poses"
+        sentence = (f"Held-out views reach {test_psnr:.1f} dB, within {max(gap, 0.0):.1f} dB of the training views' "
+                    f"{train_psnr:.1f} dB, but {found}: the doubtful cameras may all be training views, so look at "
+                    "report.png before trusting the result.")
     else:
         result = "good"
+        depth_said = f", and their depth {off} off the SfM points at the median" if depth is not None else ""
         sentence = (f"Held-out views reach {test_psnr:.1f} dB, within {max(gap, 0.0):.1f} dB of the training views' "
-                    f"{train_psnr:.1f} dB: the poses are consistent.")
+                    f"{train_psnr:.1f} dB{depth_said}: the field holds between the photos.")
+    if poses_doubt and result in ("doubtful_views", "doubtful_geometry"):
+        sentence += f" Also, {found} (see report.png)."
     return Verdict(result=result, gap_db=round(gap, 3), test_psnr=round(test_psnr, 4), train_psnr=train_psnr,
-                   poor_gap_db=POOR_GAP_DB, worst_views=[v["name"] for v in (far or worst)[:3]], sentence=sentence)
+                   poor_gap_db=POOR_GAP_DB, worst_views=[v["name"] for v in (far or worst)[:3]], sentence=sentence,
+                   depth_rel_error_median=round(depth, 5) if depth is not None else None, pose_check=posed)

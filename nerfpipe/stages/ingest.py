@@ -15,6 +15,13 @@ cut out) and records ``background`` in its manifest; the poses stage gives the m
 measures exposure on the object, and train uses a white background and the box of the object's
 points. Otherwise ``masks/`` stays empty. Photos are in natural name order (``2.jpg`` before ``10.jpg``).
 
+Masks given with ``masks`` (one per photo, from a segmentation tool) make the same scene: each photo is
+cut out on white with its mask before anything is written (the photo folder is left as it is), SfM
+sees the object only and train uses the white background and the object's box. A turntable capture
+needs both: the object turned while the room stood still, so no set of cameras fits the room and the
+object, and a field trained on the whole photos paints the room as fog around the object.
+``keep_background`` keeps the whole photos for training (a scene whose background stood still).
+
 What stops and what warns (one sentence each, naming the file):
 
 | input | what happens |
@@ -82,8 +89,11 @@ class IngestParams:
     """Threads decoding and encoding photos."""
     masks: Path | None = None
     """Folder of object masks, one per photo named by its stem (``IMG_1.png`` for ``IMG_1.jpg``; grey >= 128
-    = object), as a segmentation tool writes them: SfM then sees only the objects (a turntable
-    capture, where the room stands still while the object turns, needs this)."""
+    = object), as a segmentation tool writes them: SfM then sees only the objects, and training sees
+    them cut out on white (a turntable capture, where the room stands still while the object turns,
+    needs both)."""
+    keep_background: bool = False
+    """With ``masks``: keep each photo whole for training (SfM still sees only the objects)."""
 
 
 def list_candidates(photos: Path) -> tuple[list[Path], list[Path], list[tuple[str, str]]]:
@@ -165,7 +175,9 @@ def _user_mask(path: Path | None, size: tuple[int, int]) -> np.ndarray:
 
 
 def _process_one(path: Path, stem: str, factors: tuple[int, ...], out: Path, mask_file: Path | None = None,
-                 user_masks: bool = False) -> dict:
+                 user_masks: bool = False, on_white: bool = False) -> dict:
+    """Write one photo upright into images/ and images_k/ (with ``on_white``, cut out on white with the
+    user's mask first) and its mask into masks/ where the scene keeps one."""
     data = path.read_bytes()
     if not data:
         raise PhotoError("it is empty (0 bytes)")
@@ -175,12 +187,14 @@ def _process_one(path: Path, stem: str, factors: tuple[int, ...], out: Path, mas
     if user_masks:
         mask = _user_mask(mask_file, (width, height))
         background = Background("masked", 0.0, round(float(1.0 - mask.mean()), 4))
+        if on_white:
+            rgb = np.where(mask[..., None], rgb, np.uint8(255))
     else:
         mask, background = object_mask(rgb, alpha)
     with open_photo(io.BytesIO(data)) as (img, photo_exif):
         fmt, mode = img.format, img.mode
     upright = photo_exif is not None and photo_exif.get(0x0112, 1) in (1, None)  # damaged EXIF: re-encoded
-    if fmt == "JPEG" and mode == "RGB" and upright:
+    if fmt == "JPEG" and mode == "RGB" and upright and not on_white:
         full_name = f"{stem}.jpg"
         (out / scene_layout.IMAGES / full_name).write_bytes(data)
     elif fmt == "JPEG" or fmt in HEIF_FORMATS:
@@ -229,6 +243,19 @@ def _scene_background(done: list[dict], out: Path, reporter: Reporter) -> dict:
         f"training with a white background around the object, SfM on the object only (masks in {scene_layout.MASKS}/)."
     )
     return {"kind": kind, "cut_out_photos": cut, "masks": scene_layout.MASKS}
+
+
+def _masked_background(done: list[dict], params: IngestParams, reporter: Reporter) -> dict:
+    """The scene of photos with the user's masks: said once (what SfM and training will see)."""
+    fractions = [r["background_fraction"] for r in done]
+    if params.keep_background:
+        kind, training = "masked", "training on the whole photos (--keep-background)"
+    else:
+        kind, training = "masked_on_white", ("training on the objects cut out on white, with a white background "
+                                             "around them (--keep-background trains on the whole photos)")
+    reporter.info(f"Masks from {params.masks} ({len(done)} photos; background {min(fractions):.0%} to "
+                  f"{max(fractions):.0%} of each): SfM on the objects only, {training}.")
+    return {"kind": kind, "cut_out_photos": 0, "masks": scene_layout.MASKS, "from": str(params.masks)}
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
@@ -342,8 +369,10 @@ def _ingest_body(photos: Path, candidates: list[Path], videos: list[Path], param
             ex = ThreadPoolExecutor(max_workers=params.workers)
             try:
                 masks = params.masks
+                on_white = masks is not None and not params.keep_background
                 futures = [(p, ex.submit(_process_one, p, stems[p], factors, out,
-                                         find_mask(masks, p) if masks else None, masks is not None)) for p in kept]
+                                         find_mask(masks, p) if masks else None, masks is not None, on_white))
+                           for p in kept]
                 for path, fut in futures:
                     try:
                         done.append(fut.result())
@@ -371,7 +400,7 @@ def _ingest_body(photos: Path, candidates: list[Path], videos: list[Path], param
                     raise RuntimeError(f"mixed sizes in {folder}")
         done.sort(key=lambda r: natural_key(r["name"]))
         background = (_scene_background(done, out, reporter) if params.masks is None
-                      else {"kind": "masked", "cut_out_photos": 0, "masks": scene_layout.MASKS, "from": str(params.masks)})
+                      else _masked_background(done, params, reporter))
         return IngestResult(
             photos_dir=str(photos),
             images=[r["name"] for r in done],
@@ -403,6 +432,9 @@ def run(params: IngestParams, reporter: Reporter | None = None) -> StageResult:
             raise NerfpipeError(
                 f"Cannot create the scene folder {scene} ({e.strerror or e}): choose a folder you can write to with --scene."
             ) from None
+    if params.keep_background and params.masks is None:
+        raise NerfpipeError("--keep-background goes with --masks DIR (what SfM should see): without masks the photos "
+                            "are trained on whole anyway.")
     if params.masks is not None:
         masks = Path(params.masks)
         if not masks.is_dir():
@@ -433,7 +465,8 @@ def run(params: IngestParams, reporter: Reporter | None = None) -> StageResult:
         name=STAGE,
         version=VERSION,
         params={"factors": list(factors), "photos": photos_key, **({"frames": params.frames} if videos else {}),
-                **({"masks": str(Path(params.masks).resolve())} if params.masks else {})},
+                **({"masks": str(Path(params.masks).resolve()),
+                    "background": "kept" if params.keep_background else "white"} if params.masks else {})},
         inputs=candidates + videos + ([m for m in (find_mask(Path(params.masks), p) for p in candidates) if m]
                                       if params.masks else []),
         outputs=scene_layout.output_names(factors),

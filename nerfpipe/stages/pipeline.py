@@ -23,6 +23,7 @@ from nerfpipe.device import pick_device
 from nerfpipe.progress import Reporter
 from nerfpipe.recipes import has_override
 from nerfpipe.stages import ingest, poses, render, report, train
+from nerfpipe.stages.evaluation import verdict_words
 from nerfpipe.stages.results import EvalResult, IngestResult, PosesResult, ReportResult, TrainResult
 
 DEFAULT_FACTORS = (4, 8)
@@ -49,6 +50,8 @@ class AllParams:
     """forward, arc or 360; default: decided from the registered cameras."""
     masks: Path | None = None
     """Folder of object masks, one per photo (see ingest.IngestParams.masks)."""
+    keep_background: bool = False
+    """With ``masks``: train on the whole photos (see ingest.IngestParams.keep_background)."""
 
 
 @dataclass
@@ -109,7 +112,8 @@ def run(params: AllParams, reporter: Reporter | None = None) -> list[StageLine]:
     lines: list[StageLine] = []
 
     t0 = time.perf_counter()
-    res = ingest.run(ingest.IngestParams(photos=photos, scene=scene, factors=factors, masks=params.masks), reporter)
+    res = ingest.run(ingest.IngestParams(photos=photos, scene=scene, factors=factors, masks=params.masks,
+                                         keep_background=params.keep_background), reporter)
     ingested: IngestResult = res.value
     lines.append(StageLine("ingest", res.ran, time.perf_counter() - t0,
                            f"{len(ingested.images)} photos used, {len(ingested.skipped)} skipped"))
@@ -138,8 +142,7 @@ def run(params: AllParams, reporter: Reporter | None = None) -> list[StageLine]:
     if posed.pose_check is not None and posed.pose_check.result != "consistent":
         figure += f" (pose check: {posed.pose_check.result.replace('_', ' ')})"
     if said:
-        figure += {"good": " (verdict: good)", "doubtful_views": f" (verdict: doubtful views {', '.join(said.worst_views)})",
-                   "poor": f" (verdict: POOR, {said.gap_db:.1f} dB under the training views: poses inconsistent)"}[said.result]
+        figure += f" (verdict: {verdict_words(said)})"
     lines.append(StageLine("train", outcome.train.ran or bool(outcome.eval and outcome.eval.ran),
                            time.perf_counter() - t0, figure, poor=train.poor_result(outcome)))
 

@@ -48,7 +48,7 @@ from nerfpipe.errors import NerfpipeError
 from nerfpipe.frames import SHARPNESS_LONG_SIDE
 from nerfpipe.io import write_bytes_atomic
 from nerfpipe.progress import Reporter
-from nerfpipe.stages.results import IngestResult, PoseCheck, PosesResult, ReportResult, load_result
+from nerfpipe.stages.results import IngestResult, ON_WHITE_KINDS, PoseCheck, PosesResult, ReportResult, load_result
 
 STAGE = "report"
 VERSION = "2"
@@ -119,7 +119,7 @@ def assess(scene: Path, ingest: IngestResult, model: colmap.SparseModel | None, 
         scene / folder / (name if folder == scene_layout.IMAGES else f"{stems[name]}.png") for name in names
     ]
     with reporter.task("measuring photos", total=len(files), unit="images") as task:
-        masks = ingest.mask_folder if ingest.background_kind in ("white", "cut_out") else None
+        masks = ingest.mask_folder if ingest.background_kind in ON_WHITE_KINDS else None
 
         mask_files = [scene / masks / f"{stems[name]}.png" if masks else None for name in names]
 

@@ -60,7 +60,11 @@ def _build(hint: Any, value: Any) -> Any:
 # --------------------------------------------------------------------------------------------------
 # ingest
 
-BackgroundKind = Literal["photo", "white", "cut_out", "masked"]
+BackgroundKind = Literal["photo", "white", "cut_out", "masked", "masked_on_white"]
+"""The photos as they are; cut out on white or on transparency (found by ingest); with the user's
+masks, kept whole for training or cut out on white with them."""
+ON_WHITE_KINDS = ("white", "cut_out", "masked_on_white")
+"""Scenes trained as an object on white (white background, the box of the object's points)."""
 
 
 @dataclass(frozen=True)
@@ -224,12 +228,12 @@ class TrainResult(Record):
     checkpoint: str
 
 
-VerdictKind = Literal["good", "doubtful_views", "poor"]
+VerdictKind = Literal["good", "doubtful_views", "doubtful_geometry", "doubtful_poses", "poor"]
 
 
 @dataclass(frozen=True)
 class Verdict(Record):
-    """Held-out against training PSNR (see ``stages.evaluation.verdict``)."""
+    """Held-out against training PSNR, the held-out depth and the pose check (see ``stages.evaluation.verdict``)."""
 
     result: VerdictKind
     gap_db: float
@@ -238,6 +242,10 @@ class Verdict(Record):
     poor_gap_db: float
     worst_views: list[str]
     sentence: str
+    depth_rel_error_median: float | None = None
+    """The held-out views' mean depth figure the verdict weighed (None without a sparse model)."""
+    pose_check: str | None = None
+    """The pose check's result it weighed (None without one)."""
 
 
 @dataclass(frozen=True)

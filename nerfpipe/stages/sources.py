@@ -36,7 +36,7 @@ from nerfpipe.errors import NerfpipeError
 from nerfpipe.progress import Reporter
 from nerfpipe.recipes import Recipe
 from nerfpipe.stages import colmap_source, undistort
-from nerfpipe.stages.results import IngestResult, PoseCheck, PosesResult, load_result
+from nerfpipe.stages.results import IngestResult, ON_WHITE_KINDS, PoseCheck, PosesResult, load_result
 
 SourceKind = Literal["nerfpipe", "transforms", "llff", "blender"]
 
@@ -112,11 +112,11 @@ def scene_cameras(scene: Path, source: Source) -> np.ndarray | None:
 
 
 def object_on_white(scene: Path, source: Source) -> bool:
-    """A nerfpipe scene whose photos ingest found cut out on white (or on transparency)."""
+    """A nerfpipe scene whose photos ingest found cut out on white (or on transparency), or cut out with the user's masks."""
     if source.kind != "nerfpipe":
         return False
     ingest: IngestResult | None = load_result(scene, "ingest")
-    return ingest is not None and ingest.background_kind in ("white", "cut_out")
+    return ingest is not None and ingest.background_kind in ON_WHITE_KINDS
 
 
 def sparse_model(scene: Path) -> colmap.SparseModel | None:

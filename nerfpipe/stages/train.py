@@ -38,7 +38,7 @@ from nerfpipe.recipes import Recipe, default_recipe_name, dump_recipe, has_overr
 from nerfpipe.stages.evaluation import EvalParams, run_eval
 from nerfpipe.stages.results import TrainResult, Verdict
 from nerfpipe.stages.runs import DATASET_FILE, RECIPE_FILE, read_json, run_dir, set_aside
-from nerfpipe.stages.sources import Source, detect_source, load_scene, object_on_white, pose_check_of, scene_cameras
+from nerfpipe.stages.sources import Source, detect_source, load_scene, object_on_white, scene_cameras
 
 VERSION = "1"
 STATE_FILE = "state.json"
@@ -297,11 +297,6 @@ def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
         said: Verdict | None = evaluated.value.verdict
         if said:
             (reporter.info if said.result == "good" else reporter.warn)(said.sentence)
-        checked = pose_check_of(scene, source)
-        if said and said.result != "poor" and checked and checked.result != "consistent":
-            reporter.warn(f"But the pose check after SfM found the poses {checked.result.replace('_', ' ')}: the "
-                          "held-out views may not be among the doubtful cameras, so look at report.png before "
-                          "trusting the result.")
     return TrainOutcome(result, evaluated)
 
 

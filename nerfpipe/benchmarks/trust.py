@@ -9,7 +9,7 @@ pose check, report, train with the fast recipe for ``--minutes``, eval with its 
   recognised as cut out (masks for SfM, white background, the box of the sparse points);
 - ``head_photos``: the same photos with their background (a turntable cloth, the room);
 - ``head_masked``: those photos again with the capture's own masks (``head/masks``, ``--masks``): SfM on
-  the object only, training on the whole photos;
+  the object only, training on the photos cut out on white by those masks;
 - ``fern``: the 20 original fern photos (nerfpipe's own poses), factor 8;
 - ``fox``: the 50 frames of the fox video as photos, factor 4;
 - ``fern_wrong``: the fern scene with 5 of its 20 cameras (0, 4, 8, 12, 16) turned 30 degrees on

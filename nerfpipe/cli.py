@@ -325,11 +325,20 @@ def eval_(
     chunk: Optional[int] = typer.Option(None, "--chunk", min=1, help="Rays per rendering call (default: from free memory)."),
     force: bool = typer.Option(False, "--force", help="Render and score again even if up to date."),
 ) -> None:
-    """Render the held-out views of a run to runs/RUN/test/ and write PSNR, SSIM and LPIPS to runs/RUN/metrics.json."""
+    """Render the held-out views of a run to runs/RUN/test/ and write PSNR, SSIM and LPIPS to runs/RUN/metrics.json
+    (exit status 3 when the verdict is poor, as train's)."""
     from nerfpipe.stages import evaluation as stage
 
-    res = stage.run_eval(stage.EvalParams(scene=scene, run=run, device=_device(device), chunk=chunk, force=force), RichReporter())
+    from nerfpipe.stages.train import POOR_EXIT_CODE
+
+    reporter = RichReporter()
+    res = stage.run_eval(stage.EvalParams(scene=scene, run=run, device=_device(device), chunk=chunk, force=force), reporter)
+    said = res.value.verdict
+    if said is not None and said.result != "good":  # as train says it; up to date or not
+        reporter.warn(said.sentence)
     _print_eval(scene, res)
+    if said is not None and said.result == "poor":
+        raise typer.Exit(POOR_EXIT_CODE)
 
 
 @app.command()

@@ -268,6 +268,9 @@ def test_verdict_of_short_real_trainings_with_right_and_wrong_poses(fern_dir, tm
     result = CliRunner().invoke(app, args)
     assert result.exit_code == train_stage.POOR_EXIT_CODE, result.output
     assert "train is up to date" in result.output and "verdict POOR" in result.output
+    evaluated = CliRunner().invoke(app, ["eval", str(tmp_path / "wrong"), "--run", "f", "--device", "cpu"])
+    assert evaluated.exit_code == train_stage.POOR_EXIT_CODE, evaluated.output
+    assert "The result is poor" in evaluated.output and "verdict POOR" in evaluated.output
 
 
 def test_ingest_takes_the_users_masks_for_photos_with_a_background(tmp_path):

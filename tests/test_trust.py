@@ -324,3 +324,4 @@ def test_ingest_takes_the_users_masks_for_photos_with_a_background(tmp_path):
         ingest.run(ingest.IngestParams(photos=photos, scene=tmp_path / "s", factors=(8,), masks=tmp_path / "s" / "masks"))
     with pytest.raises(NerfpipeError, match="--keep-background goes with --masks"):
         ingest.run(ingest.IngestParams(photos=photos, scene=tmp_path / "s4", factors=(8,), keep_background=True))
+    assert not (tmp_path / "s4").exists()  # stopped before anything was written

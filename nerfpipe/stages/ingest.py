@@ -423,6 +423,9 @@ def run(params: IngestParams, reporter: Reporter | None = None) -> StageResult:
     reporter = reporter or Reporter()
     factors = _check_factors(params.factors)
     params = dataclasses.replace(params, factors=factors)
+    if params.keep_background and params.masks is None:
+        raise NerfpipeError("--keep-background goes with --masks DIR (what SfM should see): without masks the photos "
+                            "are trained on whole anyway.")
     photos = _check_photos_dir(params)
     scene = Path(params.scene)
     if not scene.exists():
@@ -432,9 +435,6 @@ def run(params: IngestParams, reporter: Reporter | None = None) -> StageResult:
             raise NerfpipeError(
                 f"Cannot create the scene folder {scene} ({e.strerror or e}): choose a folder you can write to with --scene."
             ) from None
-    if params.keep_background and params.masks is None:
-        raise NerfpipeError("--keep-background goes with --masks DIR (what SfM should see): without masks the photos "
-                            "are trained on whole anyway.")
     if params.masks is not None:
         masks = Path(params.masks)
         if not masks.is_dir():

@@ -328,7 +328,6 @@ def eval_(
     """Render the held-out views of a run to runs/RUN/test/ and write PSNR, SSIM and LPIPS to runs/RUN/metrics.json
     (exit status 3 when the verdict is poor, as train's)."""
     from nerfpipe.stages import evaluation as stage
-
     from nerfpipe.stages.train import POOR_EXIT_CODE
 
     reporter = RichReporter()

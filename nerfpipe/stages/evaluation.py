@@ -54,6 +54,8 @@ painted at the wrong depth, which smears in a video away from the photos. Good r
 1.2 to 1.8%; a turntable capture trained on its whole photos: 8 to 33%."""
 DEPTH_POOR = 0.10
 """This far off, or DEPTH_DOUBTFUL with a pose check that is not consistent, the result is poor."""
+POSE_CHECK_FOUND = {"inconsistent": "the poses inconsistent", "doubtful_photos": "doubtful photos"}
+"""What a pose check that is not consistent found, in the verdict's words."""
 
 
 @dataclass(frozen=True)
@@ -215,10 +217,10 @@ def verdict_words(said: Verdict) -> str:
     if said.result == "poor":
         if said.gap_db >= said.poor_gap_db:
             return f"POOR, {said.gap_db:.1f} dB under the training views: poses inconsistent"
-        checked = {"inconsistent": ": poses inconsistent", "doubtful_photos": ": doubtful photos"}.get(said.pose_check or "", "")
-        return f"POOR, depth {depth:.0%} off the SfM points{checked}"
+        found = POSE_CHECK_FOUND.get(said.pose_check or "")
+        return f"POOR, depth {depth:.0%} off the SfM points" + (f": {found.removeprefix('the ')}" if found else "")
     return {"good": "good", "doubtful_views": f"doubtful views {', '.join(said.worst_views)}",
-            "doubtful_geometry": f"doubtful geometry, depth {depth or 0:.0%} off the SfM points",
+            "doubtful_geometry": f"doubtful geometry, depth {depth:.0%} off the SfM points",
             "doubtful_poses": "doubtful poses (see the pose check)"}[said.result]
 
 
@@ -252,9 +254,8 @@ def verdict(views: list[dict], train_psnr: float | None, pose_check: PoseCheck |
     scored = [v["depth_rel_error_median"] for v in views if v.get("depth_points")]
     depth = float(np.mean(scored)) if scored else None
     posed = pose_check.result if pose_check is not None else None
-    poses_doubt = posed not in (None, "consistent")
-    found = ("" if not poses_doubt else "the pose check after SfM found the poses inconsistent" if posed == "inconsistent"
-             else "the pose check after SfM found doubtful photos")
+    poses_doubt = posed in POSE_CHECK_FOUND
+    found = f"the pose check after SfM found {POSE_CHECK_FOUND[posed]}" if poses_doubt else ""
     colours = f"(held-out views {test_psnr:.1f} dB, training views {train_psnr:.1f} dB)"
     off = f"{depth:.0%}" if depth is not None and depth >= 0.095 else f"{depth:.1%}" if depth is not None else ""
     if gap >= POOR_GAP_DB:

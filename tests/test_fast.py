@@ -210,6 +210,10 @@ def test_occupancy_cells_are_those_whose_densest_vertex_passes_the_threshold():
         slow[i, j, k] = bool(vertex[i : i + 2, j : j + 2, k : k + 2].max() > 0.4)
     assert torch.equal(grid.cells, slow)
     assert 0.1 < fraction < 0.9 and fraction == pytest.approx(float(slow.float().mean()))
+    # the rendering builds it from a permuted view; the cells still come out in (x, y, z) memory
+    # order (query flattens them: a strided result made every query copy the whole grid)
+    grid.build(vertex.permute(2, 1, 0).contiguous().permute(2, 1, 0), 0.4)
+    assert torch.equal(grid.cells, slow) and grid.cells.is_contiguous()
 
 
 @pytest.mark.parametrize("box", [NDC_BOX, BLENDER_BOX, SPHERE_BOX], ids=["ndc", "bounded", "unbounded"])

@@ -50,7 +50,7 @@ class OccupancyGrid(nn.Module):
         above = vertex_density > min_density
         above = above[1:] | above[:-1]
         above = above[:, 1:] | above[:, :-1]
-        self.cells = above[:, :, 1:] | above[:, :, :-1]
+        self.cells = (above[:, :, 1:] | above[:, :, :-1]).contiguous()  # a permuted input keeps its strides
         return float(self.cells.count_nonzero()) / self.cells.numel()
 
     def query(self, x: Tensor) -> Tensor:

@@ -344,11 +344,13 @@ class FastModel(Model):
         says occupied (everywhere kept if it is not built yet); zero elsewhere (below the occupancy
         threshold by construction)."""
         idx = keep.nonzero().squeeze(-1)
+        points = x if idx.numel() == x.shape[0] else x[idx]  # every sample kept (NDC, unbounded): no copy
         if grid.built:
-            idx = idx[grid.query(x[idx])]
+            occupied = grid.query(points)
+            idx, points = idx[occupied], points[occupied]
         sigma = x.new_zeros(x.shape[0])
         if idx.numel():
-            sigma = sigma.index_put((idx,), density(x[idx]))
+            sigma = sigma.index_put((idx,), density(points))
         return sigma
 
     def _density_volume(self) -> tuple[Tensor, OccupancyGrid]:

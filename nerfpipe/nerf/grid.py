@@ -296,7 +296,7 @@ class VMEncoding(nn.Module):
         total = torch.zeros(rx, ry, rz, dtype=self.planes[0].dtype, device=self.planes[0].device)
         # Each product is accumulated straight into total's (x, y, z) layout by one matrix product
         # (the plane's rows reordered first, a copy of plane size): adding (b, a, c)-ordered blocks
-        # through a permuted view walked 27 M values with large strides (0.23 s -> 0.08 s here).
+        # through a permuted view walked 27 M values with large strides (0.25 s -> 0.07 s, 2 CPU cores).
         for plane, line, (a, b), c in zip(self.planes, self.lines, PLANE_AXES, LINE_AXES):
             g = plane.view(r[b], r[a], -1).transpose(0, 1)  # indexed [a, b, comp]
             if c == 2:  # XY plane, Z line: total[(x, y), z] += plane[(x, y)] @ line^T

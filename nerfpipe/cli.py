@@ -332,11 +332,9 @@ def eval_(
 
     reporter = RichReporter()
     res = stage.run_eval(stage.EvalParams(scene=scene, run=run, device=_device(device), chunk=chunk, force=force), reporter)
-    said = res.value.verdict
-    if said is not None and said.result != "good":  # as train says it; up to date or not
-        reporter.warn(said.sentence)
+    stage.say_verdict(res.value.verdict, reporter)  # up to date or not
     _print_eval(scene, res)
-    if said is not None and said.result == "poor":
+    if stage.is_poor(res.value.verdict):
         raise typer.Exit(POOR_EXIT_CODE)
 
 

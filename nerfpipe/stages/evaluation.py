@@ -211,6 +211,18 @@ def evaluate(model: Model, data: SceneData, test_dir: Path, *, device: torch.dev
     }
 
 
+def is_poor(said: Verdict | None) -> bool:
+    """True when there is a verdict and it is 'poor' (train, eval and all then exit with status 3)."""
+    return said is not None and said.result == "poor"
+
+
+def say_verdict(said: Verdict | None, reporter: Reporter, *, good_too: bool = False) -> None:
+    """Say the verdict's sentence: as a warning when it is short of good; a good one only with ``good_too``."""
+    if said is None or (said.result == "good" and not good_too):
+        return
+    (reporter.info if said.result == "good" else reporter.warn)(said.sentence)
+
+
 def verdict_words(said: Verdict) -> str:
     """The verdict in a few words, for a summary line."""
     depth = said.depth_rel_error_median

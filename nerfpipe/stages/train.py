@@ -35,8 +35,8 @@ from nerfpipe.nerf.registry import build_model
 from nerfpipe.photos import first_size
 from nerfpipe.progress import Reporter
 from nerfpipe.recipes import Recipe, default_recipe_name, dump_recipe, has_override, load_recipe, recipe_sets
-from nerfpipe.stages.evaluation import EvalParams, run_eval
-from nerfpipe.stages.results import TrainResult, Verdict
+from nerfpipe.stages.evaluation import EvalParams, is_poor, run_eval, say_verdict
+from nerfpipe.stages.results import TrainResult
 from nerfpipe.stages.runs import DATASET_FILE, RECIPE_FILE, read_json, run_dir, set_aside
 from nerfpipe.stages.sources import Source, detect_source, load_scene, object_on_white, scene_cameras
 
@@ -294,9 +294,7 @@ def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
     evaluated = None
     if params.evaluate:
         evaluated = run_eval(EvalParams(scene=scene, run=run_name, device=params.device), reporter)
-        said: Verdict | None = evaluated.value.verdict
-        if said:
-            (reporter.info if said.result == "good" else reporter.warn)(said.sentence)
+        say_verdict(evaluated.value.verdict, reporter, good_too=True)
     return TrainOutcome(result, evaluated)
 
 
@@ -307,8 +305,7 @@ metrics.json, the video), and a script or a shell sees that the result is not to
 
 def poor_result(outcome: TrainOutcome) -> bool:
     """True when the held-out evaluation's verdict is 'poor' (see :func:`verdict`)."""
-    said = outcome.eval.value.verdict if outcome.eval is not None else None
-    return said is not None and said.result == "poor"
+    return outcome.eval is not None and is_poor(outcome.eval.value.verdict)
 
 
 def _newest_checkpoint_loads(folder: Path) -> bool:

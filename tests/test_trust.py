@@ -217,6 +217,9 @@ def test_verdict_weighs_the_depth_and_the_pose_check():
     # the PSNR gap still comes first
     gap = evaluation.verdict([dict(v, psnr=v["psnr"] - 9) for v in views(0.015, 0.02)], 25.0)
     assert gap.result == "poor" and evaluation.verdict_words(gap).startswith("POOR, 10.5 dB under")
+    # no depth figure (a published LLFF scene has no sparse model): the words need none
+    plain = evaluation.verdict([{k: v for k, v in view.items() if not k.startswith("depth")} for view in views(0, 0)], 24.0)
+    assert plain.result == "good" and plain.depth_rel_error_median is None and evaluation.verdict_words(plain) == "good"
     # a verdict written before these fields existed still loads
     old = {k: v for k, v in good.to_dict().items() if k not in ("depth_rel_error_median", "pose_check")}
     assert Verdict.from_dict(old).depth_rel_error_median is None

@@ -231,9 +231,11 @@ def verdict_words(said: Verdict) -> str:
             return f"POOR, {said.gap_db:.1f} dB under the training views: poses inconsistent"
         found = POSE_CHECK_FOUND.get(said.pose_check or "")
         return f"POOR, depth {depth:.0%} off the SfM points" + (f": {found.removeprefix('the ')}" if found else "")
-    return {"good": "good", "doubtful_views": f"doubtful views {', '.join(said.worst_views)}",
-            "doubtful_geometry": f"doubtful geometry, depth {depth:.0%} off the SfM points",
-            "doubtful_poses": "doubtful poses (see the pose check)"}[said.result]
+    if said.result == "doubtful_views":
+        return f"doubtful views {', '.join(said.worst_views)}"
+    if said.result == "doubtful_geometry":
+        return f"doubtful geometry, depth {depth:.0%} off the SfM points"
+    return {"good": "good", "doubtful_poses": "doubtful poses (see the pose check)"}[said.result]
 
 
 def verdict_train_views(i_train: list[int], i_test: list[int]) -> list[int]:

@@ -6,6 +6,7 @@ import dataclasses
 import io
 import itertools
 import json
+import math
 
 import pytest
 from conftest import published_fern
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from nerfpipe.errors import NerfpipeError
-from nerfpipe.nerf.fast import FastConfig, FastModel, sh_basis
+from nerfpipe.nerf.fast import FastConfig, FastModel, resolution_for, sh_basis
 from nerfpipe.nerf.rendering import weights_and_transmittance, weights_from_alpha
 from nerfpipe.nerf.samplers import along, bin_fractions, intervals, piecewise, stratified
 from nerfpipe.nerf.grid import VMEncoding, cell_offsets, interpolate, line_corners, plane_corners, plane_tv, vm_corners
@@ -257,6 +258,20 @@ def test_growth_switches_level_under_one_optimiser_and_state_dict_reloads():
     reloaded.load_state_dict(torch.load(_save(model.state_dict()), weights_only=True))
     with torch.no_grad():
         assert torch.equal(reloaded.eval().render(rays, train=False).rgb, model.eval().render(rays, train=False).rgb)
+
+
+def test_ndc_voxels_are_longer_in_depth_by_the_aspect_and_only_in_ndc():
+    lo, hi = torch.tensor([-1.6, -1.4, -1.1]), torch.tensor([1.6, 1.4, 1.1])
+    cubic, deep = resolution_for(300**3, lo, hi), resolution_for(300**3, lo, hi, depth_aspect=3.0)
+    for res in (cubic, deep):  # the same voxel count either way (to the vertex rounding)
+        assert math.prod(res) == pytest.approx(300**3, rel=0.03)
+    steps = [(h - l) / r for l, h, r in zip(lo.tolist(), hi.tolist(), deep)]
+    assert steps[0] == pytest.approx(steps[1], rel=0.01) and steps[2] == pytest.approx(3 * steps[0], rel=0.02)
+    assert deep[0] > 1.4 * cubic[0] and deep[2] < 0.5 * cubic[2]
+    cfg = FastConfig(**SMALL, ndc_depth_aspect=3.0)
+    ndc, bounded = FastModel(cfg, NDC_BOX), FastModel(cfg, BLENDER_BOX)
+    (rx, ry, rz), (bx, by, bz) = ndc.field.resolution, bounded.field.resolution
+    assert rz * 2 < min(rx, ry) and bx == by == bz  # the object's box keeps cubic voxels
 
 
 def _save(state) -> io.BytesIO:

@@ -54,6 +54,9 @@ class FastConfig:
     """Grid size at the start, in voxels spread evenly over the scene box (sets each axis' resolution)."""
     voxels_final: int = 300**3
     """Grid size after the last growth step."""
+    ndc_depth_aspect: float = 1.0
+    """Forward-facing (NDC) scenes: each voxel this many times as long in NDC depth as it is across,
+    so that the same voxel count resolves more of the image plane (1: cubic voxels)."""
     grow_at: tuple[float, ...] = (0.1, 0.2, 0.3)
     """Fractions of the step budget at which the grids grow (voxel counts evenly spaced in log);
     each growth is one more level of planes and lines kept in memory."""
@@ -114,7 +117,7 @@ class FastConfig:
     in the lattice's own spacing along each ray (the fraction s of :meth:`FastModel.lattice`)."""
 
     BOUNDS: ClassVar[dict[str, str]] = {
-        "voxels_init": ">= 8", "voxels_final": ">= 8", "grow_at": "(0, 1)", "density_comps": ">= 1",
+        "voxels_init": ">= 8", "voxels_final": ">= 8", "ndc_depth_aspect": "> 0", "grow_at": "(0, 1)", "density_comps": ">= 1",
         "app_comps": ">= 1", "app_dim": ">= 1", "mlp_hidden": ">= 1", "init_std": "> 0", "density_scale": "> 0",
         "samples": ">= 2", "occupancy_threshold": "[0, 1)", "occupancy_start": "[0, 1]", "occupancy_every": ">= 1",
         "weight_threshold": "[0, 1)", "segment": ">= 1", "stop_transmittance": "[0, 1)", "lr_grid": "> 0",
@@ -157,11 +160,13 @@ def sh_basis(dirs: Tensor) -> Tensor:
     )
 
 
-def resolution_for(voxels: int, lo: Tensor, hi: Tensor) -> tuple[int, int, int]:
-    """Per-axis vertex counts that spread ``voxels`` evenly (cubic voxels) over the box [lo, hi]."""
+def resolution_for(voxels: int, lo: Tensor, hi: Tensor, depth_aspect: float = 1.0) -> tuple[int, int, int]:
+    """Per-axis vertex counts that spread ``voxels`` evenly over the box [lo, hi], each voxel
+    ``depth_aspect`` times as long along z as it is along x and y (1: cubic voxels)."""
     size = hi - lo
-    voxel = float((size.prod() / voxels) ** (1.0 / 3.0))
-    return tuple(max(2, int(s / voxel)) for s in size.tolist())
+    voxel = float((size.prod() / (voxels * depth_aspect)) ** (1.0 / 3.0))
+    steps = (voxel, voxel, voxel * depth_aspect)
+    return tuple(max(2, int(s / v)) for s, v in zip(size.tolist(), steps))
 
 
 class GridField(nn.Module):
@@ -272,7 +277,8 @@ class FastModel(Model):
         lo, hi = self.field_box()
         levels = len(cfg.grow_at) + 1
         voxels = [cfg.voxels_init * (cfg.voxels_final / cfg.voxels_init) ** (k / max(1, levels - 1)) for k in range(levels)]
-        self.field = GridField(cfg, [resolution_for(round(v), lo, hi) for v in voxels])
+        aspect = cfg.ndc_depth_aspect if box.kind == "ndc" else 1.0
+        self.field = GridField(cfg, [resolution_for(round(v), lo, hi, aspect) for v in voxels])
         self.occupancy = OccupancyGrid()
         self._occupancy_version: tuple = ()
         self._volume_cache: tuple[tuple, tuple[Tensor, OccupancyGrid]] | None = None

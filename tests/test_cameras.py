@@ -248,3 +248,37 @@ def test_compare_cameras_measures_a_known_error(fern_dir):
     assert c.near_error_mean == pytest.approx(0.05) and c.far_error_mean == pytest.approx(0.05)
     with pytest.raises(ValueError, match="19 cameras against 20"):
         similarity.compare_cameras(poses[1:], ref)
+
+
+def _sphere_views(centre, radius, n_views=12, size=64, focal=80.0):
+    """Alpha (N, H, W) of a sphere seen from cameras on a ring and above it, and their c2w (N, 3, 4)."""
+    import torch
+
+    from nerfpipe.cameras.paths import pose_spherical
+    from nerfpipe.cameras.rays import get_rays
+
+    c2w = torch.stack([torch.from_numpy(pose_spherical(360.0 * k / n_views, -30.0 + 50.0 * (k % 2), 4.0)[:3]).float()
+                       for k in range(n_views)])
+    alpha = []
+    for pose in c2w:
+        o, d = get_rays(size, size, focal, pose)
+        d = d / d.norm(dim=-1, keepdim=True)
+        oc = o - torch.tensor(centre)
+        b = (oc * d).sum(-1)
+        alpha.append(((b * b - (oc * oc).sum(-1) + radius * radius) > 0).float())  # the ray meets the sphere
+    return torch.stack(alpha), c2w
+
+
+def test_silhouette_box_holds_a_sphere_and_little_more():
+    from nerfpipe.cameras.bounds import silhouette_box
+
+    centre, radius = (0.2, -0.1, 0.3), 0.5
+    alpha, c2w = _sphere_views(centre, radius)
+    lo, hi = silhouette_box(alpha, c2w, 80.0, ((-1.5,) * 3, (1.5,) * 3))
+    for axis in range(3):
+        assert lo[axis] <= centre[axis] - radius and hi[axis] >= centre[axis] + radius  # nothing of it cut
+        # The visual hull of 12 views bulges beyond the sphere (by 0.1-0.16 here), plus a cell (0.03) of
+        # dilation and one of margin: within 0.2 of the sphere, against 0.8 or more for the 3 m box.
+        assert lo[axis] >= centre[axis] - radius - 0.2 and hi[axis] <= centre[axis] + radius + 0.2
+    # An empty silhouette keeps nothing: the whole box stays.
+    assert silhouette_box(alpha * 0, c2w, 80.0, ((-1.5,) * 3, (1.5,) * 3)) == ((-1.5,) * 3, (1.5,) * 3)

@@ -1,8 +1,14 @@
-"""Depth bounds of cameras from the sparse points they see (the ``near``/``far`` of LLFF and transforms.json)."""
+"""Depth bounds of cameras from the sparse points they see (the ``near``/``far`` of LLFF and transforms.json),
+and the box around an object from its silhouettes (:func:`silhouette_box`)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import torch
+
+from nerfpipe.cameras.rays import camera_pixels
 
 NEAR_PERCENTILE = 0.1
 FAR_PERCENTILE = 99.9
@@ -45,3 +51,60 @@ def near_far(
             raise ValueError(f"camera {i} sees no 3D point")
         out[i] = np.percentile(z, percentiles)
     return out
+
+
+SILHOUETTE_CELLS = 64
+"""Cells per axis of the lattice that :func:`silhouette_box` carves (5 cm cells in a 3 m box)."""
+SILHOUETTE_PIXELS = 200
+"""Silhouettes are carved with at most this many pixels across (coarser is faster, and still holds the object)."""
+SILHOUETTE_ALPHA = 0.01
+"""A pixel belongs to the object's silhouette when its alpha exceeds this."""
+
+
+def silhouette_box(
+    alpha: torch.Tensor,
+    c2w_gl: torch.Tensor,
+    focal: float,
+    box: tuple[tuple[float, float, float], tuple[float, float, float]],
+    cells: int = SILHOUETTE_CELLS,
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The box around an object's visual hull: the part of ``box`` that every view's silhouette admits.
+
+    alpha: (N, H, W) opacity of each training view; c2w_gl: (N, 3, 4) OpenGL camera-to-world; focal
+    in pixels of these images. A lattice of ``cells``^3 cells over ``box`` is carved view by view: a
+    cell goes when its centre projects into a view's image, in front of the camera, further than the
+    cell's own projected half-diagonal from every pixel of the silhouette (alpha above
+    :data:`SILHOUETTE_ALPHA`). That keeps every cell that holds a piece of the object, however thin;
+    views that do not see a cell do not carve it. Returns (lo, hi): the kept cells' bounds (their
+    centres +- one cell), within ``box``; ``box`` itself when nothing is kept (an empty alpha)."""
+    lo = torch.tensor(box[0], dtype=torch.float32)
+    hi = torch.tensor(box[1], dtype=torch.float32)
+    cell = (hi - lo) / cells
+    axes = [lo[i] + cell[i] * (torch.arange(cells, dtype=torch.float32) + 0.5) for i in range(3)]
+    centres = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)  # (cells^3, 3)
+    half_diagonal = float(cell.norm()) / 2.0
+    height, width = alpha.shape[1:]
+    # Silhouettes at most SILHOUETTE_PIXELS wide: a coarse pixel is in when any of its pixels is.
+    shrink = max(1, math.ceil(max(height, width) / SILHOUETTE_PIXELS))
+    inside = (alpha > SILHOUETTE_ALPHA).float()[:, None]  # (N, 1, H, W)
+    inside = torch.nn.functional.max_pool2d(inside, shrink, stride=shrink, ceil_mode=True)
+    for a, pose in zip(inside, c2w_gl.float()):  # carve the cells still kept (a few views leave a fraction)
+        rot, origin = pose[:, :3], pose[:, 3]
+        x, y, depth = camera_pixels((centres - origin) @ rot, height, width, focal)  # R^T (p - o): camera axes
+        front = depth > 1e-6
+        if not bool(front.any()):
+            continue
+        radius = math.ceil(half_diagonal * focal / float(depth[front].min()) / shrink)  # in coarse pixels
+        radius = min(radius, a.shape[-1])
+        for kernel in ((2 * radius + 1, 1), (1, 2 * radius + 1)):  # a square dilation in two passes
+            a = torch.nn.functional.max_pool2d(a, kernel, stride=1, padding=(kernel[0] // 2, kernel[1] // 2))
+        admitted = a[0] > 0
+        seen = front & (x >= 0) & (x < width) & (y >= 0) & (y < height)
+        keep = ~seen
+        keep[seen] = admitted[y[seen].long() // shrink, x[seen].long() // shrink]
+        centres = centres[keep]
+    if centres.shape[0] == 0:
+        return tuple(map(float, box[0])), tuple(map(float, box[1]))
+    new_lo = torch.maximum(centres.min(0).values - cell, lo)
+    new_hi = torch.minimum(centres.max(0).values + cell, hi)
+    return tuple(new_lo.tolist()), tuple(new_hi.tolist())

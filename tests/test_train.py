@@ -216,3 +216,26 @@ def test_a_recipe_without_a_factor_trains_on_the_ingested_size_nearest_the_targe
     # a factor asked for is kept: the llff recipe names 8, and images_8/ does not exist here
     with pytest.raises(NerfpipeError, match="images_8"):
         stage.run(stage.TrainParams(scene=tiny_fern, recipe="llff", overrides=("iters=1",), run="llff8", device="cpu", evaluate=False))
+
+
+def test_a_run_trained_in_another_scene_box_is_set_aside_and_started_over(tiny_lego):
+    """A run trained in another scene box (a Blender run from before the box was carved around the
+    object holds the 3 m box) cannot resume: its grids cover another box. It is moved aside, not
+    deleted. (Eight views of tiny lego from one side carve nothing: parts of the box no view sees stay.)"""
+    args = ("iters=4", "checkpoint_every=100", "log_every=2")
+    stage.run(_params(tiny_lego, *args, run="boxed", evaluate=False))
+    meta_path = tiny_lego / "runs" / "boxed" / "dataset.json"
+    meta = json.loads(meta_path.read_text())
+    box = meta["scene_box"]["aabb"]
+    meta["scene_box"]["aabb"] = [[-1.0] * 3, [1.0] * 3]
+    meta_path.write_text(json.dumps(meta))
+    rep = RecordingReporter()  # more steps: the stage runs again and would resume the run
+    again = stage.run(_params(tiny_lego, "iters=6", "checkpoint_every=100", "log_every=2", run="boxed", evaluate=False), rep)
+    assert again.train.result["steps_this_session"] == 6
+    assert any("scene box changed" in w for w in rep.warnings)
+    assert (tiny_lego / "runs" / "boxed.old-1" / "checkpoints").is_dir()
+    assert json.loads(meta_path.read_text())["scene_box"]["aabb"] == box
+    # The same box resumes as before.
+    rep = RecordingReporter()
+    stage.run(_params(tiny_lego, "iters=8", "checkpoint_every=100", "log_every=2", run="boxed", evaluate=False), rep)
+    assert any("from step 6" in s for s in rep.infos)

@@ -153,7 +153,7 @@ def _resume_point(folder: Path, recipe: Recipe, data_key: str, params: TrainPara
     """The checkpoint to resume from, None to start over, or an error.
 
     Finished work is never deleted unasked: a run folder that cannot be resumed (its state.json is
-    unreadable, or the images or cameras changed) is moved aside to ``runs/<run>.old-<n>/`` and named
+    unreadable, the images or cameras changed, or the scene box its grids cover) is moved aside to ``runs/<run>.old-<n>/`` and named
     in a warning; only ``--fresh`` deletes it. A damaged newest checkpoint gives way to an older good
     one (see :func:`nerfpipe.nerf.trainer.usable_checkpoint`).
     """

@@ -153,8 +153,8 @@ def _resume_point(folder: Path, recipe: Recipe, data_key: str, params: TrainPara
     """The checkpoint to resume from, None to start over, or an error.
 
     Finished work is never deleted unasked: a run folder that cannot be resumed (its state.json is
-    unreadable, the images or cameras changed, or the scene box its grids cover) is moved aside to ``runs/<run>.old-<n>/`` and named
-    in a warning; only ``--fresh`` deletes it. A damaged newest checkpoint gives way to an older good
+    unreadable, or the images, the cameras or the scene box changed) is moved aside to
+    ``runs/<run>.old-<n>/`` and named in a warning; only ``--fresh`` deletes it. A damaged newest checkpoint gives way to an older good
     one (see :func:`nerfpipe.nerf.trainer.usable_checkpoint`).
     """
     if params.fresh or not folder.exists():

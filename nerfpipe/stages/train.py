@@ -31,6 +31,7 @@ from nerfpipe.device import pick_device
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.io import write_json_atomic
 from nerfpipe.nerf import trainer as trainer_mod
+from nerfpipe.nerf.interface import SceneBox
 from nerfpipe.nerf.registry import build_model
 from nerfpipe.photos import first_size
 from nerfpipe.progress import Reporter
@@ -149,7 +150,7 @@ def _recipe_differences(old: dict, new: dict, defaults: dict | None = None) -> l
 
 
 def _resume_point(folder: Path, recipe: Recipe, data_key: str, params: TrainParams, device: torch.device,
-                  reporter: Reporter, scene_box: dict | None = None) -> Path | None:
+                  reporter: Reporter, scene_box: SceneBox | None = None) -> Path | None:
     """The checkpoint to resume from, None to start over, or an error.
 
     Finished work is never deleted unasked: a run folder that cannot be resumed (its state.json is
@@ -176,7 +177,7 @@ def _resume_point(folder: Path, recipe: Recipe, data_key: str, params: TrainPara
                       "that run over.")
         return None
     trained_box = (read_json(folder / DATASET_FILE) or {}).get("scene_box")
-    if scene_box is not None and trained_box is not None and trained_box != json.loads(json.dumps(scene_box)):
+    if scene_box is not None and trained_box is not None and SceneBox.from_dict(trained_box) != scene_box:
         aside = set_aside(folder)  # its grids cover another box: the weights do not fit this one
         reporter.warn(f"The scene box changed since {folder} was trained (nerfpipe now carves a Blender scene's box "
                       f"around the object), so its weights do not fit: moved it to {aside} and started that run over.")
@@ -262,7 +263,7 @@ def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
         data = load_scene(scene, recipe, source, reporter)
         load_seconds = time.perf_counter() - t_load
         data_key = _data_key(scene, source, previous)
-        resume = _resume_point(folder, recipe, data_key, params, device, reporter, data.scene_box.to_dict())
+        resume = _resume_point(folder, recipe, data_key, params, device, reporter, data.scene_box)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / RECIPE_FILE).write_text(dump_recipe(recipe))
         meta = {**data.meta(), "scene_type": scene_kind}

@@ -8,6 +8,7 @@ the verdict on short real trainings of fern with its own poses and with poses th
 from __future__ import annotations
 
 import io
+import math
 import json
 import shutil
 from pathlib import Path
@@ -16,6 +17,7 @@ import cv2
 import numpy as np
 import pycolmap
 import pytest
+import torch
 from PIL import Image
 
 from nerfpipe import colmap
@@ -183,8 +185,29 @@ def test_verdict_by_hand():
     assert "poses are probably inconsistent" in poor.sentence and "a.png (14.0 dB)" in poor.sentence
     one = evaluation.verdict([{"name": "a.png", "psnr": 24.0}, {"name": "b.png", "psnr": 17.0}], 25.0)
     assert one.result == "doubtful_views" and one.worst_views == ["b.png"]
+    # as far under the training view beside it: doubtful, and the sentence names that view
+    beside = {"index": 3, "name": "t.png", "psnr": 24.5}
+    one = evaluation.verdict([{"name": "a.png", "psnr": 24.0}, {"name": "b.png", "psnr": 17.0, "nearest_train": beside}],
+                             25.0)
+    assert one.result == "doubtful_views" and "b.png (17.0 dB; t.png beside it 24.5 dB)" in one.sentence
+    # hard content (lego's test/r_8: 26.0 dB, the training views 32.4, the one beside it 28.0): good, and said
+    hard = evaluation.verdict([{"name": "a.png", "psnr": 32.0},
+                               {"name": "b.png", "psnr": 26.0, "nearest_train": dict(beside, psnr=28.0)}], 32.4)
+    assert hard.result == "good" and hard.worst_views == ["b.png", "a.png"]
+    assert "The hardest view, b.png (26.0 dB), is within 6 dB of the training view beside it (t.png, 28.0 dB)" \
+        in hard.sentence
     assert evaluation.verdict([], 25.0) is None
     assert evaluation.verdict_train_views(list(range(1, 20)), [0]) == [4, 10, 16]
+
+
+def test_nearest_train_view_is_the_nearest_camera_centre():
+    angles = torch.arange(12) * (2 * math.pi / 12)  # a ring of cameras looking at its centre
+    c2w = torch.zeros(12, 3, 4)
+    c2w[:, 0, 3], c2w[:, 1, 3] = 4 * torch.cos(angles), 4 * torch.sin(angles)
+    c2w[:, :3, :3] = torch.eye(3)
+    assert evaluation.nearest_train_view(c2w, 5, [0, 2, 4, 8, 10]) == 4
+    assert evaluation.nearest_train_view(c2w, 7, [0, 2, 4, 8, 10]) == 8
+    assert evaluation.nearest_train_view(c2w, 1, [6, 11]) == 11
 
 
 def _check(result: str) -> PoseCheck:
@@ -241,22 +264,29 @@ def _turn_llff(poses_bounds: Path, rows: list[int], degrees: float) -> None:
 def test_verdict_of_short_real_trainings_with_right_and_wrong_poses(fern_dir, tmp_path):
     """Fern at 126x94 with the authors' poses, and again with the three held-out cameras turned 8 degrees
     (the other 17 as they were): the field fits the training photos equally well in both, and only the
-    held-out views of the wrong cameras fall far under them."""
+    held-out views of the wrong cameras fall far under them. With only held-out camera 8 turned, its view
+    alone is far under, under the training view beside it too: doubtful views, naming it."""
     from conftest import published_fern
 
     overrides = ("factor=32", "iters=200", "batch_rays=1024", "log_every=50", "minutes=0",
                  "fast.voxels_init=32768", "fast.voxels_final=110592", "fast.grow_at=[0.3]", "fast.samples=32")
     verdicts = {}
-    for case in ("right", "wrong"):
+    metrics = {}
+    for case, turned in (("right", []), ("wrong", [0, 8, 16]), ("one", [8])):
         (tmp_path / case).mkdir()
         scene = published_fern(fern_dir, tmp_path / case, 32)
-        if case == "wrong":
-            _turn_llff(scene / "poses_bounds.npy", [0, 8, 16], 8.0)
+        _turn_llff(scene / "poses_bounds.npy", turned, 8.0)
         out = train_stage.run(train_stage.TrainParams(scene=scene, recipe="fast", overrides=overrides, run="f",
                                                       device="cpu"), RecordingReporter())
-        assert not train_stage.poor_result(out) if case == "right" else train_stage.poor_result(out)
-        verdicts[case] = json.loads((scene / "runs" / "f" / "metrics.json").read_text())["verdict"]
-    right, wrong = verdicts["right"], verdicts["wrong"]
+        assert train_stage.poor_result(out) == (case == "wrong")
+        metrics[case] = json.loads((scene / "runs" / "f" / "metrics.json").read_text())
+        verdicts[case] = metrics[case]["verdict"]
+    right, wrong, one = verdicts["right"], verdicts["wrong"], verdicts["one"]
+    assert one["result"] == "doubtful_views" and one["worst_views"] == ["IMG_4034.png"], one
+    view_8 = next(v for v in metrics["one"]["views"] if v["index"] == 8)
+    assert view_8["nearest_train"]["index"] == 11, view_8  # fern's rows are not in capture order: 11 is the training camera nearest to 8
+    assert view_8["nearest_train"]["psnr"] - view_8["psnr"] >= evaluation.POOR_GAP_DB, view_8
+    assert all("nearest_train" not in v for v in metrics["right"]["views"])
     assert right["result"] == "good" and abs(right["gap_db"]) < 3.0, right
     assert wrong["result"] == "poor" and wrong["gap_db"] >= evaluation.POOR_GAP_DB, wrong
     assert abs(wrong["train_psnr"] - right["train_psnr"]) < 1.5  # the training photos are fitted alike

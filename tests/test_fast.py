@@ -201,6 +201,21 @@ def test_occupancy_never_drops_a_sample_the_full_evaluation_weights():
         assert empty.any() and float(model.field.sigma(x[empty]).max()) < 1e-3
 
 
+@pytest.mark.parametrize("activation", ["relu", "softplus"])
+def test_occupancy_from_the_density_feature_is_the_one_from_the_density(activation):
+    """The occupancy grids threshold the feature volume at GridField.feature_above: the same cells as
+    thresholding the densities themselves."""
+    model = _structured_model(BLENDER_BOX, density_activation=activation, density_shift=-15.0)
+    fraction = model.update_occupancy()
+    from_density = OccupancyGrid()
+    with torch.no_grad():
+        from_density.build(model.field.activation(model.field.density.dense_sum()), model._min_density())
+    assert 0.02 < fraction < 0.9 and torch.equal(model.occupancy.cells, from_density.cells)
+    _, rendering = model._density_volume()
+    assert torch.equal(rendering.cells, from_density.cells)
+    assert model.field.feature_above(0.0) == (0.0 if activation == "relu" else -math.inf)
+
+
 def test_occupancy_cells_are_those_whose_densest_vertex_passes_the_threshold():
     torch.manual_seed(4)
     vertex = torch.rand(9, 7, 5) ** 6  # (rx, ry, rz), mostly low

@@ -40,8 +40,9 @@ class OccupancyGrid(nn.Module):
 
     @torch.no_grad()
     def build(self, vertex_density: Tensor, min_density: float) -> float:
-        """Mark cells whose largest vertex density exceeds ``min_density``; (rx, ry, rz) in.
-        Returns the occupied fraction.
+        """Mark cells whose largest vertex density exceeds ``min_density``; (rx, ry, rz) in (or any
+        monotone increasing function of the density, with ``min_density`` mapped by it: the fast model
+        passes the density feature). Returns the occupied fraction.
 
         A cell's largest vertex exceeds the threshold when any of its 8 vertices does: the vertices
         are thresholded once and the cells OR-ed from them along each axis in turn. On 2 CPU cores,

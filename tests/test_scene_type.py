@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nerfpipe.cameras import gl_from_llff, read_poses_bounds
-from nerfpipe.cameras.paths import arc_path, azimuths, covered_arc
+from nerfpipe.cameras.paths import Band, Ring, arc_path, azimuths, covered_arc
 from nerfpipe.cameras.scene_type import classify
 
 
@@ -56,9 +56,15 @@ def test_arc_path_stays_on_the_photographed_side(fox_dir):
     start, span = covered_arc(azimuths(c2w))
     ours = np.mod(azimuths(np.concatenate([c2w[:1], path])) [1:] - start, 2 * np.pi)
     assert ours.max() <= span + 0.01  # never beyond the covered arc (0.6 degrees: the up axis is re-estimated)
-    assert ours.max() > 0.95 * span  # and it does sweep it
+    band = Band.of(c2w)  # the video's three sweeps at different heights: the middle one, with the most photos
+    assert 20 <= len(band.azimuth) <= 40 and np.ptp(band.height) < 0.25 * band.radius.mean()
+    assert np.ptp(ours) > 0.95 * covered_arc(band.azimuth)[1]  # and it does sweep the band's arc
     for pose in path:  # every frame looks at the origin
         assert np.allclose(normalize_rows(-pose[:, 2]), normalize_rows(-pose[:, 3]), atol=1e-9)
+    # every frame near a photo: at most 0.12 of the radius from a camera, 0.03 at the median (at the
+    # cameras' mean height and distance, between the sweeps: 0.39 and 0.31)
+    gap = np.linalg.norm(path[:, None, :3, 3] - c2w[None, :, :3, 3], axis=-1).min(1) / Ring.of(c2w).radius
+    assert gap.max() < 0.15 and np.median(gap) < 0.05, gap
 
 
 def normalize_rows(v):

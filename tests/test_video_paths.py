@@ -74,6 +74,22 @@ def test_circle_path_keeps_height_and_radius():
     assert np.allclose(np.linalg.norm(circle[:, [0, 2], 3], axis=1), 2.0)
 
 
+def test_circle_follows_a_tilted_sweep_and_the_sweep_with_most_photos():
+    angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+
+    def ring(height, radius, tilt=0.0):  # cameras at (r cos a, height + tilt sin a, r sin a), up +y
+        centres = np.stack([radius * np.cos(angles), height + tilt * np.sin(angles), radius * np.sin(angles)], 1)
+        return np.stack([paths.look_at(c - [0, c[1], 0], np.array([0, 1.0, 0]), c) for c in centres])
+
+    tilted = ring(0.5, 2.0, tilt=0.4)
+    circle = paths.circle_path(tilted, n_frames=24)  # the frames are the cameras' azimuths
+    gap = np.linalg.norm(circle[:, None, :, 3] - tilted[None, :, :, 3], axis=-1).min(1)
+    assert gap.max() < 0.08  # follows the tilt (at the mean height: up to 0.4 off)
+    two = np.concatenate([ring(0.2, 2.0)[::2], ring(1.4, 1.8)])  # 12 photos low, 24 high
+    circle = paths.circle_path(two, n_frames=30)
+    assert np.allclose(circle[:, 1, 3], 1.4) and np.allclose(np.linalg.norm(circle[:, [0, 2], 3], axis=1), 1.8)
+
+
 def test_render_path_follows_the_scene_type_recorded_with_the_run():
     from nerfpipe.stages.render import camera_path
 

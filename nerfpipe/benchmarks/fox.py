@@ -84,7 +84,8 @@ def held_out(scene: Path, run: str) -> list[str]:
 
 
 def arc_check(scene: Path, run: str) -> dict:
-    """Does the rendered path stay inside the azimuth range that the training cameras covered?"""
+    """Does the rendered path stay inside the azimuth range that the training cameras covered, and how far
+    is each frame from the nearest camera (a fraction of the cameras' mean distance from the up axis)?"""
     from nerfpipe.cameras.paths import Ring, azimuths, covered_arc
     from nerfpipe.stages.render import camera_path
     from nerfpipe.stages.runs import run_dir
@@ -96,7 +97,9 @@ def arc_check(scene: Path, run: str) -> dict:
     # the path's azimuths in the cameras' own frame
     offsets = np.mod(Ring.of(cams).azimuths(path[:, :3, 3]) - start, 2 * np.pi)
     offsets = np.where(offsets > np.pi + span / 2, offsets - 2 * np.pi, offsets)  # just before start: negative
-    return {"path": kind, "cameras_arc_deg": round(float(np.degrees(span)), 1),
+    gap = np.linalg.norm(path[:, None, :3, 3] - cams[None, :, :3, 3], axis=-1).min(1) / Ring.of(cams).radius
+    return {"nearest_camera_median": round(float(np.median(gap)), 3), "nearest_camera_max": round(float(gap.max()), 3),
+            "path": kind, "cameras_arc_deg": round(float(np.degrees(span)), 1),
             "path_from_deg": round(float(np.degrees(offsets.min())), 1),
             "path_to_deg": round(float(np.degrees(offsets.max())), 1),
             "inside": bool(offsets.min() >= -np.radians(1.0) and offsets.max() <= span + np.radians(1.0))}

@@ -32,8 +32,17 @@ BLENDER_FRAMES = 40
 BLENDER_ELEVATION_DEG = -30.0
 BLENDER_RADIUS = 4.0
 
-# 360-degree captures
+# 360-degree captures and wide arcs
 CIRCLE_FRAMES = 120
+BAND_WIDTH = 0.3
+"""The circle or arc follows the band of cameras whose height and distance from the up axis lie within this
+fraction of the cameras' mean distance of those of the camera with the most such neighbours: a capture of
+several sweeps at different heights (fox: three, 0.56 to 0.97 apart) gets the sweep with the most photos,
+not the empty middle between the sweeps (0.16 to 0.30 from every camera)."""
+BAND_SMOOTHING_DEG = 15.0
+"""Along the path, height and distance are the band's cameras' weighted by a Gaussian of this width in
+azimuth: a sweep whose circle is tilted against the cameras' mean up (head: 0.33 to 0.52 high) is followed,
+not flattened."""
 
 
 def focus_depth(bounds: np.ndarray) -> float:
@@ -121,6 +130,49 @@ class Ring:
         return np.mod(np.arctan2(points @ self.b, points @ self.a), 2 * np.pi)
 
 
+@dataclass(frozen=True)
+class Band:
+    """The sweep of cameras a circle or arc follows (see BAND_WIDTH): around ``ring``'s axis, the
+    azimuth, height and distance from the axis of each of its cameras."""
+
+    ring: Ring
+    azimuth: np.ndarray
+    """(K,) radians, as :meth:`Ring.azimuths`."""
+    height: np.ndarray
+    """(K,) along ``ring.up``."""
+    radius: np.ndarray
+    """(K,) from the up axis."""
+
+    @staticmethod
+    def of(c2w_gl: np.ndarray) -> "Band":
+        ring = Ring.of(c2w_gl)
+        centres = c2w_gl[:, :3, 3]
+        height = centres @ ring.up
+        radius = np.linalg.norm(centres - np.outer(height, ring.up), axis=1)
+        hr = np.stack([height, radius], 1)
+        width = BAND_WIDTH * radius.mean()
+        near = np.linalg.norm(hr[:, None] - hr[None], axis=-1) <= width  # (N, N)
+        middle = hr[near[int(near.sum(1).argmax())]].mean(0)  # from the camera with the most neighbours,
+        for _ in range(20):  # mean shift to the middle of its band (a camera between two bands reaches both)
+            keep = np.linalg.norm(hr - middle, axis=1) <= width
+            if np.allclose(hr[keep].mean(0), middle):
+                break
+            middle = hr[keep].mean(0)
+        if not keep.any():  # cannot happen (a mean of points lies within reach of one), but never an empty band
+            keep[:] = True
+        return Band(ring, ring.azimuths(centres[keep]), height[keep], radius[keep])
+
+    def pose(self, angle: float) -> np.ndarray:
+        """Camera at ``angle`` (radians, as :meth:`Ring.pose`) at the band's height and distance there,
+        looking at the origin."""
+        gap = np.angle(np.exp(1j * (self.azimuth - angle)))  # wrapped to (-pi, pi]
+        w = np.exp(-0.5 * (gap / np.deg2rad(BAND_SMOOTHING_DEG)) ** 2) + 1e-12
+        height, radius = float(w @ self.height / w.sum()), float(w @ self.radius / w.sum())
+        ring = self.ring
+        centre = height * ring.up + radius * (np.cos(angle) * ring.a + np.sin(angle) * ring.b)
+        return look_at(centre, ring.up, centre)
+
+
 def azimuths(c2w_gl: np.ndarray) -> np.ndarray:
     """(N,) azimuth of each camera centre around the mean up axis, radians in [0, 2 pi), from the first camera."""
     return Ring.of(c2w_gl).azimuths(c2w_gl[:, :3, 3])
@@ -136,20 +188,22 @@ def covered_arc(angles: np.ndarray) -> tuple[float, float]:
 
 
 def circle_path(c2w_gl: np.ndarray, n_frames: int = CIRCLE_FRAMES) -> np.ndarray:
-    """A full circle around the scene at the cameras' mean height and distance, for 360-degree captures.
+    """A full circle around the scene for 360-degree captures, at the height and distance of the band of
+    cameras (:class:`Band`) near each azimuth.
 
     Works in the frame of spherified poses (the point the cameras look at is the origin): the up
     axis is the mean camera up, every frame looks at the origin.
     """
-    ring = Ring.of(c2w_gl)
+    band = Band.of(c2w_gl)
     angles = np.linspace(0.0, 2.0 * np.pi, n_frames + 1)[:-1]
-    return np.stack([ring.pose(th) for th in angles])
+    return np.stack([band.pose(th) for th in angles])
 
 
 def arc_path(c2w_gl: np.ndarray, n_frames: int = CIRCLE_FRAMES) -> np.ndarray:
-    """For a partial sweep (wide arc): along the arc the cameras covered and back, looking at the
-    origin, at their mean height and distance; the video never shows the side nobody photographed."""
-    ring = Ring.of(c2w_gl)
-    start, span = covered_arc(azimuths(c2w_gl))
+    """For a partial sweep (wide arc): along the arc the band of cameras (:class:`Band`) covered and back,
+    looking at the origin, at the band's height and distance near each azimuth; the video never shows the
+    side nobody photographed."""
+    band = Band.of(c2w_gl)
+    start, span = covered_arc(band.azimuth)
     t = 0.5 - 0.5 * np.cos(np.linspace(0.0, 2.0 * np.pi, n_frames + 1)[:-1])  # 0 -> 1 -> 0, eased
-    return np.stack([ring.pose(start + span * ti) for ti in t])
+    return np.stack([band.pose(start + span * ti) for ti in t])

@@ -33,8 +33,9 @@ from nerfpipe.stages.results import RenderResult
 from nerfpipe.stages.runs import load_run
 from nerfpipe.video import VideoWriter, colorize_depth, depth_range, to_uint8
 
-VERSION = "2"
-"""2: rays that hit nothing are far (dark) in the depth video; the path follows the run's recorded scene type."""
+VERSION = "3"
+"""2: rays that hit nothing are far (dark) in the depth video; the path follows the run's recorded scene type;
+3: circles and arcs follow the band of cameras (``paths.Band``) instead of their mean height and distance."""
 DEFAULT_FPS = 30
 FRAMES_DIR = "frames"
 

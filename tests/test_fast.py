@@ -275,6 +275,72 @@ def test_growth_switches_level_under_one_optimiser_and_state_dict_reloads():
         assert torch.equal(reloaded.eval().render(rays, train=False).rgb, model.eval().render(rays, train=False).rgb)
 
 
+def test_hull_on_a_grid_keeps_the_cells_that_overlap_a_kept_hull_cell():
+    from nerfpipe.nerf.occupancy import Hull
+
+    torch.manual_seed(6)
+    hull = Hull()
+    h_lo, h_hi = torch.tensor([-1.3, -1.1, -1.2]), torch.tensor([1.4, 1.2, 1.0])
+    hull.set(torch.rand(6, 6, 6) < 0.2, tuple(h_lo.tolist()), tuple(h_hi.tolist()))
+    lo, hi, res = torch.tensor([-1.17, -0.93, -1.2]), torch.tensor([1.21, 1.05, 0.83]), (9, 7, 5)
+    cells = hull.on_grid(res, lo, hi)
+    slow = torch.zeros(8, 6, 4, dtype=torch.bool)
+    h_size, size = (h_hi - h_lo) / 6, (hi - lo) / (torch.tensor(res) - 1)
+    for i, j, k in itertools.product(range(8), range(6), range(4)):
+        a = lo + size * torch.tensor([i, j, k])
+        b = a + size
+        for hc in hull.cells.nonzero():  # a kept hull cell that shares volume with grid cell (i, j, k)
+            ha = h_lo + h_size * hc
+            if bool(((torch.minimum(b, ha + h_size) - torch.maximum(a, ha)) > 0).all()):
+                slow[i, j, k] = True
+                break
+    assert torch.equal(cells, slow) and 0.1 < float(slow.float().mean()) < 0.9
+
+
+def test_a_hull_is_never_sampled_outside_and_is_saved_with_the_weights():
+    """Given a visual hull, the occupancy grid is the hull's cells until the first occupancy update,
+    then the occupied cells within it, in training and in rendering; the hull reloads with the
+    weights, and weights saved before hulls existed load without one."""
+    model = _structured_model(BLENDER_BOX, occupancy_start=0.5)
+    kept = torch.zeros(8, 8, 8, dtype=torch.bool)
+    kept[:4] = True  # the half of the box at x < 0
+    model.use_visual_hull(kept, *BLENDER_BOX.aabb)
+    model.param_groups(step_budget=4)
+    model.before_step(0)
+    res = model.field.density.resolution
+    allowed = model._hull_cells(res)
+    assert torch.equal(model.occupancy.cells, allowed)
+    assert bool(allowed[: (res[0] - 1) // 2 - 1].all()) and not bool(allowed[(res[0] - 1) // 2 + 1:].any())
+    model.before_step(2)  # the first occupancy update (and the grids' growth): density-occupied cells, within the hull
+    allowed = model._hull_cells(model.field.density.resolution)
+    _, rendering = model._density_volume()
+    plain = OccupancyGrid()
+    with torch.no_grad():
+        plain.build(model.field.density.dense_sum(), model.field.feature_above(model._min_density()))
+    assert bool((plain.cells & ~allowed).any())  # the field has density outside the hull that is skipped
+    for grid in (model.occupancy, rendering):
+        assert torch.equal(grid.cells, plain.cells & allowed)
+    rays = _world_rays(400, 4.0, BLENDER_BOX.near, BLENDER_BOX.far)
+    with torch.no_grad():
+        out = model.render(rays, train=False)
+        x = torch.rand(5000, 3) * 2.8 - 1.4  # the field read at points (exports) is empty outside the hull too
+        sigma, _ = model.field_at(x, F.normalize(torch.randn(5000, 3), dim=-1))
+        plain_sigma = model.field.sigma(model.to_field(x))
+    outside = x[:, 0] > 0.1  # beyond the grid cell that touches the hull at x = 0 (kept: conservative)
+    assert float(plain_sigma[outside].max()) > 0 and float(sigma[outside].abs().max()) == 0.0
+    assert torch.equal(sigma[x[:, 0] < 0], model.cfg.density_scale * plain_sigma[x[:, 0] < 0])
+    reloaded = FastModel(model.cfg, BLENDER_BOX)
+    reloaded.load_state_dict(torch.load(_save(model.state_dict()), weights_only=True))
+    assert torch.equal(reloaded.hull.cells, kept)
+    with torch.no_grad():
+        assert torch.equal(reloaded.eval().render(rays, train=False).rgb, out.rgb)
+    before_hulls = {k: v for k, v in model.state_dict().items() if not k.startswith("hull.")}
+    old = FastModel(model.cfg, BLENDER_BOX)
+    old.use_visual_hull(kept, *BLENDER_BOX.aabb)
+    old.load_state_dict(before_hulls)
+    assert not old.hull.present
+
+
 def test_ndc_voxels_are_longer_in_depth_by_the_aspect_and_only_in_ndc():
     lo, hi = torch.tensor([-1.6, -1.4, -1.1]), torch.tensor([1.6, 1.4, 1.1])
     cubic, deep = resolution_for(300**3, lo, hi), resolution_for(300**3, lo, hi, depth_aspect=3.0)

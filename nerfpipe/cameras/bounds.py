@@ -1,9 +1,10 @@
 """Depth bounds of cameras from the sparse points they see (the ``near``/``far`` of LLFF and transforms.json),
-and the box around an object from its silhouettes (:func:`silhouette_box`)."""
+and an object's visual hull and the box around it from its silhouettes (:func:`visual_hull`, :func:`silhouette_box`)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -54,34 +55,59 @@ def near_far(
 
 
 SILHOUETTE_CELLS = 64
-"""Cells per axis of the lattice that :func:`silhouette_box` carves (5 cm cells in a 3 m box)."""
+"""Cells per axis of the lattice that :func:`visual_hull` carves (5 cm cells in a 3 m box)."""
 SILHOUETTE_PIXELS = 200
 """Silhouettes are carved with at most this many pixels across (coarser is faster, and still holds the object)."""
 SILHOUETTE_ALPHA = 0.01
 """A pixel belongs to the object's silhouette when its alpha exceeds this."""
 
 
-def silhouette_box(
+@dataclass(frozen=True)
+class VisualHull:
+    """Where an object can be, by its silhouettes: the cells of a ``cells``-per-axis lattice over a box
+    that every view admits (:func:`visual_hull`)."""
+
+    lo: tuple[float, float, float]
+    hi: tuple[float, float, float]
+    """The lattice's box (the box carved, not the box around the hull: see :meth:`bounds`)."""
+    cells: torch.Tensor
+    """(n, n, n) bool, indexed x, y, z: cell (i, j, k) spans lo + (i, j, k) * size to lo + (i+1, j+1, k+1) * size."""
+
+    def bounds(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The box around the kept cells plus one cell on each side, within the lattice's box; the
+        lattice's box when no cell is kept."""
+        if not bool(self.cells.any()):
+            return tuple(map(float, self.lo)), tuple(map(float, self.hi))
+        lo, hi = torch.tensor(self.lo, dtype=torch.float32), torch.tensor(self.hi, dtype=torch.float32)
+        cell = (hi - lo) / self.cells.shape[0]
+        kept = self.cells.nonzero()  # (K, 3) cell indices
+        centres = lo + cell * (kept.float() + 0.5)
+        new_lo = torch.maximum(centres.min(0).values - cell, lo)
+        new_hi = torch.minimum(centres.max(0).values + cell, hi)
+        return tuple(new_lo.tolist()), tuple(new_hi.tolist())
+
+
+def visual_hull(
     alpha: torch.Tensor,
     c2w_gl: torch.Tensor,
     focal: float,
     box: tuple[tuple[float, float, float], tuple[float, float, float]],
     cells: int = SILHOUETTE_CELLS,
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The box around an object's visual hull: the part of ``box`` that every view's silhouette admits.
+) -> VisualHull:
+    """An object's visual hull: the cells of a lattice over ``box`` that every view's silhouette admits.
 
     alpha: (N, H, W) opacity of each training view; c2w_gl: (N, 3, 4) OpenGL camera-to-world; focal
     in pixels of these images. A lattice of ``cells``^3 cells over ``box`` is carved view by view: a
     cell goes when its centre projects into a view's image, in front of the camera, further than the
     cell's own projected half-diagonal from every pixel of the silhouette (alpha above
     :data:`SILHOUETTE_ALPHA`). That keeps every cell that holds a piece of the object, however thin;
-    views that do not see a cell do not carve it. Returns (lo, hi): the kept cells' bounds (their
-    centres +- one cell), within ``box``; ``box`` itself when nothing is kept (an empty alpha)."""
+    views that do not see a cell do not carve it."""
     lo = torch.tensor(box[0], dtype=torch.float32)
     hi = torch.tensor(box[1], dtype=torch.float32)
     cell = (hi - lo) / cells
     axes = [lo[i] + cell[i] * (torch.arange(cells, dtype=torch.float32) + 0.5) for i in range(3)]
     centres = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)  # (cells^3, 3)
+    index = torch.arange(centres.shape[0])  # of the cells still kept, in the flattened lattice
     half_diagonal = float(cell.norm()) / 2.0
     height, width = alpha.shape[1:]
     # Silhouettes at most SILHOUETTE_PIXELS wide: a coarse pixel is in when any of its pixels is.
@@ -102,9 +128,19 @@ def silhouette_box(
         seen = front & (x >= 0) & (x < width) & (y >= 0) & (y < height)
         keep = ~seen
         keep[seen] = admitted[y[seen].long() // shrink, x[seen].long() // shrink]
-        centres = centres[keep]
-    if centres.shape[0] == 0:
-        return tuple(map(float, box[0])), tuple(map(float, box[1]))
-    new_lo = torch.maximum(centres.min(0).values - cell, lo)
-    new_hi = torch.minimum(centres.max(0).values + cell, hi)
-    return tuple(new_lo.tolist()), tuple(new_hi.tolist())
+        centres, index = centres[keep], index[keep]
+    kept = torch.zeros(cells**3, dtype=torch.bool)
+    kept[index] = True
+    return VisualHull(tuple(map(float, box[0])), tuple(map(float, box[1])), kept.view(cells, cells, cells))
+
+
+def silhouette_box(
+    alpha: torch.Tensor,
+    c2w_gl: torch.Tensor,
+    focal: float,
+    box: tuple[tuple[float, float, float], tuple[float, float, float]],
+    cells: int = SILHOUETTE_CELLS,
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The box around an object's visual hull (:func:`visual_hull`): its kept cells' bounds (their
+    centres +- one cell), within ``box``; ``box`` itself when nothing is kept (an empty alpha)."""
+    return visual_hull(alpha, c2w_gl, focal, box, cells).bounds()

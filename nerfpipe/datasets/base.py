@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nerfpipe.cameras.bounds import VisualHull
 from nerfpipe.cameras.normalize import Normalization
 from nerfpipe.cameras.rays import NDC_NEAR, PIXEL_OFFSET, camera_directions, ndc_rays, world_rays
 from nerfpipe.nerf.interface import RayBundle, SceneBox
@@ -44,6 +45,8 @@ class SceneData:
     """Normalisation applied to the input cameras, in order (see nerfpipe.cameras.normalize)."""
     source: dict = field(default_factory=dict)
     """Where it came from: folder, factor, poses file, input sizes (JSON-able)."""
+    hull: VisualHull | None = None
+    """The object's visual hull in the normalised world, for scenes with silhouettes (Blender's alpha)."""
 
     def rays(self, cam: Tensor, x: Tensor, y: Tensor) -> RayBundle:
         """Rays of pixels (x column, y row) of cameras ``cam`` (all (rays,) long, or cam a single int)."""

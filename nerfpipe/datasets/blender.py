@@ -7,7 +7,8 @@ composited on white when the recipe asks for a white background, as the referenc
 with an area filter and the focal length with them. Training uses the train split, evaluation
 the test split; the val split is counted but not loaded. The scene box is the box around the
 object's visual hull, carved from the training views' alpha (a fifth of the 3 m box for lego), so
-that the fast recipe's voxels and samples all fall near the object.
+that the fast recipe's voxels and samples all fall near the object; the hull itself comes with the
+data, and the fast model never samples outside it (a third of lego's box).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from nerfpipe.cameras.bounds import silhouette_box
+from nerfpipe.cameras.bounds import visual_hull
 from nerfpipe.datasets.base import SceneData
 from nerfpipe.errors import NerfpipeError
 from nerfpipe.nerf.interface import SceneBox
@@ -29,7 +30,8 @@ NEAR, FAR = 2.0, 6.0
 """Ray extent of the synthetic scenes (cameras on a sphere of radius about 4 around the object)."""
 BLENDER_BOX = ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5))
 """The objects fit in this box; the scene box is the part of it around the object's visual hull
-(:func:`~nerfpipe.cameras.bounds.silhouette_box` of the training views' alpha)."""
+(:func:`~nerfpipe.cameras.bounds.visual_hull` of the training views' alpha), which the data also
+carries for the model to skip the space outside it."""
 SPLITS = ("train", "val", "test")
 
 
@@ -94,8 +96,8 @@ def load_blender(folder: Path, *, half_res: bool = True, white_background: bool 
         focal /= 2.0
     rgb = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:]) if white_background else rgba[..., :3]
     c2w_t = torch.from_numpy(np.stack(c2w)).float()
-    box = SceneBox("bounded", silhouette_box(torch.from_numpy(rgba[i_train, ..., 3]), c2w_t[i_train], focal, BLENDER_BOX),
-                   NEAR, FAR, white_background)
+    hull = visual_hull(torch.from_numpy(rgba[i_train, ..., 3]), c2w_t[i_train], focal, BLENDER_BOX)
+    box = SceneBox("bounded", hull.bounds(), NEAR, FAR, white_background)
     return SceneData(
         kind="blender",
         names=names,
@@ -111,6 +113,7 @@ def load_blender(folder: Path, *, half_res: bool = True, white_background: bool 
         ndc=False,
         white_background=white_background,
         scene_box=box,
+        hull=hull,
         source={"folder": str(folder), "half_res": half_res,
                 "splits": {"train": len(i_train), "val": n_val, "test": len(i_test)}},
     )

@@ -9,7 +9,9 @@ What one ``render`` call does, for R rays:
 2. density: when training, read from the grids only where the occupancy grid says the cell may
    hold something (gradients flow to the planes and lines); when rendering, read the samples in
    occupied cells from a dense density volume computed once from the grids (exact, one 3D lookup
-   per sample), skipping the rest by an occupancy grid built from that volume;
+   per sample), skipping the rest by an occupancy grid built from that volume. Given an object's
+   visual hull (:meth:`FastModel.use_visual_hull`: Blender scenes), both grids keep only cells
+   within it, and until the first occupancy update the training's grid is the hull's cells;
 3. turn densities into compositing weights, and evaluate the colour only for samples whose
    weight exceeds ``weight_threshold`` (samples behind a surface or in thin air get none);
 4. composite colour, depth and opacity.
@@ -38,7 +40,7 @@ from torch import Tensor, nn
 from nerfpipe.nerf.grid import VMEncoding, vm_corners
 from nerfpipe.nerf.interface import LossKind, Model, RayBundle, RenderOutput, SceneBox, photometric_loss
 from nerfpipe.nerf.registry import register_model
-from nerfpipe.nerf.occupancy import OccupancyGrid
+from nerfpipe.nerf.occupancy import Hull, OccupancyGrid
 from nerfpipe.nerf.rendering import distortion_loss, weights_and_transmittance
 from nerfpipe.nerf.samplers import along, bin_fractions, intervals, piecewise
 from nerfpipe.nerf.space import box_intersect, contract
@@ -83,7 +85,8 @@ class FastConfig:
     occupancy_threshold: float = 1e-4
     """A grid cell is skipped when one sample step through its densest vertex is less opaque than this."""
     occupancy_start: float = 0.1
-    """Fraction of the step budget before the first occupancy update (until then nothing is skipped)."""
+    """Fraction of the step budget before the first occupancy update (until then nothing is skipped but
+    what the visual hull rules out, if the scene has one)."""
     occupancy_every: int = 32
     """Steps between occupancy updates."""
     weight_threshold: float = 1e-4
@@ -286,7 +289,9 @@ class FastModel(Model):
         aspect = cfg.ndc_depth_aspect if box.kind == "ndc" else 1.0
         self.field = GridField(cfg, [resolution_for(round(v), lo, hi, aspect) for v in voxels])
         self.occupancy = OccupancyGrid()
+        self.hull = Hull()
         self._occupancy_version: tuple = ()
+        self._occupancy_from_density = False
         self._volume_cache: tuple[tuple, tuple[Tensor, OccupancyGrid]] | None = None
         self.step_budget = 0
 
@@ -374,7 +379,8 @@ class FastModel(Model):
             self._volume_cache = None  # free the old one first
             volume = self.field.density_volume()
             occupied = OccupancyGrid().to(volume.device)
-            occupied.build(volume[0, 0].permute(2, 1, 0), self.field.feature_above(self._min_density()))
+            vertices = volume[0, 0].permute(2, 1, 0)
+            occupied.build(vertices, self.field.feature_above(self._min_density()), self._hull_cells(vertices.shape))
             self._volume_cache = (version, (volume, occupied))
         return self._volume_cache[1]
 
@@ -411,6 +417,10 @@ class FastModel(Model):
     def field_at(self, points: Tensor, viewdirs: Tensor) -> tuple[Tensor, Tensor]:
         x = self.to_field(points)
         inside = torch.ones_like(x[:, 0], dtype=torch.bool) if self.box.kind == "unbounded" else (x.abs() <= 1.0).all(-1)
+        if self.hull.present:  # nothing outside the hull, as in rendering
+            hull = OccupancyGrid()
+            hull.fill(self._hull_cells(self.field.density.resolution))
+            inside &= hull.query(x)
         sigma = self.cfg.density_scale * self.field.sigma(x) * inside
         return sigma, self.field.color(x, sh_basis(viewdirs))
 
@@ -512,11 +522,16 @@ class FastModel(Model):
         level = self.level_at(step)
         if level > int(self.field.level):
             self.field.grow_to(level)
-            if self.occupancy.built:
+            if self._occupancy_from_density:
                 self.update_occupancy()
         first = round(self.cfg.occupancy_start * self.step_budget)
-        if step >= first and ((step - first) % self.cfg.occupancy_every == 0 or not self.occupancy.built):
-            self.update_occupancy()  # on schedule, or at once after a resume (the grid is not saved)
+        if step >= first:
+            if (step - first) % self.cfg.occupancy_every == 0 or not self._occupancy_from_density:
+                self.update_occupancy()  # on schedule, or at once after a resume (the grid is not saved)
+        elif self.hull.present:  # before the field knows where it is empty, skip what the silhouettes rule out
+            cells = self._hull_cells(self.field.density.resolution)
+            if not self.occupancy.built or self.occupancy.cells.shape != cells.shape:
+                self.occupancy.fill(cells)
 
     def _density_version(self) -> tuple:
         """Changes whenever a density parameter is written (the optimiser's in-place updates bump
@@ -537,9 +552,24 @@ class FastModel(Model):
         than any lattice step of a ray inside the box, jittered or not) through its densest vertex
         is below ``occupancy_threshold``; the density anywhere in a cell is at most that of its
         densest vertex (see :class:`~nerfpipe.nerf.occupancy.OccupancyGrid`)."""
-        fraction = self.occupancy.build(self.field.density.dense_sum(), self.field.feature_above(self._min_density()))
+        vertices = self.field.density.dense_sum()
+        fraction = self.occupancy.build(vertices, self.field.feature_above(self._min_density()), self._hull_cells(vertices.shape))
         self._occupancy_version = self._density_version()
+        self._occupancy_from_density = True
         return fraction
+
+    def use_visual_hull(self, cells: Tensor, lo: tuple[float, ...], hi: tuple[float, ...]) -> None:
+        """Never sample outside the hull (bounded boxes only): before the first occupancy update, the
+        occupancy grid is the hull's cells; afterwards, and in rendering, the occupied cells within it."""
+        if self.box.kind == "bounded":
+            self.hull.set(cells, lo, hi)
+
+    def _hull_cells(self, resolution) -> Tensor | None:
+        """(rx - 1, ry - 1, rz - 1) bool: the cells of a vertex grid of ``resolution`` over the box that
+        the hull allows; None without a hull."""
+        if not self.hull.present:
+            return None
+        return self.hull.on_grid(tuple(int(r) for r in resolution), self.aabb[0], self.aabb[1])
 
     def _min_density(self) -> float:
         """Density below which one step of ``2 * box diagonal / samples`` is less opaque than

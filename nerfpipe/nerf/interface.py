@@ -171,6 +171,11 @@ class Model(torch.nn.Module):
     def before_step(self, step: int) -> None:
         """Called before each optimisation step (occupancy updates, grid growth). Default: nothing."""
 
+    def use_visual_hull(self, cells: Tensor, lo: tuple[float, ...], hi: tuple[float, ...]) -> None:
+        """Where the object can be, by its silhouettes: (n, n, n) bool ``cells`` of a lattice over the box
+        lo..hi in the rays' space (:class:`nerfpipe.cameras.bounds.VisualHull`), given before training.
+        A model that skips empty space may skip the rest and save it with its weights. Default: ignored."""
+
     def bytes_per_ray(self, train: bool) -> int:
         """Rough peak memory of rendering one ray, used to pick chunk sizes. Override when known."""
         return 256 * 1024

@@ -39,10 +39,11 @@ class OccupancyGrid(nn.Module):
         return self.cells is not None
 
     @torch.no_grad()
-    def build(self, vertex_density: Tensor, min_density: float) -> float:
+    def build(self, vertex_density: Tensor, min_density: float, within: Tensor | None = None) -> float:
         """Mark cells whose largest vertex density exceeds ``min_density``; (rx, ry, rz) in (or any
         monotone increasing function of the density, with ``min_density`` mapped by it: the fast model
-        passes the density feature). Returns the occupied fraction.
+        passes the density feature), and, given ``within`` (rx - 1, ry - 1, rz - 1) bool, only cells it
+        allows (:meth:`Hull.on_grid`). Returns the occupied fraction.
 
         A cell's largest vertex exceeds the threshold when any of its 8 vertices does: the vertices
         are thresholded once and the cells OR-ed from them along each axis in turn. On 2 CPU cores,
@@ -52,6 +53,14 @@ class OccupancyGrid(nn.Module):
         above = above[1:] | above[:-1]
         above = above[:, 1:] | above[:, :-1]
         self.cells = (above[:, :, 1:] | above[:, :, :-1]).contiguous()  # a permuted input keeps its strides
+        if within is not None:
+            self.cells &= within
+        return float(self.cells.count_nonzero()) / self.cells.numel()
+
+    @torch.no_grad()
+    def fill(self, cells: Tensor) -> float:
+        """Mark exactly ``cells`` (cx, cy, cz) bool occupied; returns the occupied fraction."""
+        self.cells = cells.clone()
         return float(self.cells.count_nonzero()) / self.cells.numel()
 
     def query(self, x: Tensor) -> Tensor:
@@ -62,3 +71,69 @@ class OccupancyGrid(nn.Module):
         i = [((x[:, k].detach() + 1.0) * (0.5 * c)).floor_().clamp_(0, c - 1).long() for k, c in enumerate((cx, cy, cz))]
         flat = (i[0] * cy + i[1]) * cz + i[2]
         return self.cells.reshape(-1)[flat]
+
+
+def _any_in_ranges(mask: Tensor, dim: int, first: Tensor, last: Tensor) -> Tensor:
+    """Along ``dim`` of a bool ``mask``, whether any entry from ``first[i]`` to ``last[i]`` (inclusive)
+    is set, for each i: the result has len(first) entries along ``dim``."""
+    counts = torch.cumsum(mask.to(torch.int32), dim)
+    counts = torch.cat([torch.zeros_like(counts.narrow(dim, 0, 1)), counts], dim)
+    return (counts.index_select(dim, last + 1) - counts.index_select(dim, first)) > 0
+
+
+class Hull(nn.Module):
+    """Where the field may hold density at all: the cells of an object's visual hull
+    (:func:`nerfpipe.cameras.bounds.visual_hull`), a lattice over its own box in the rays' space.
+    Outside it the silhouettes see nothing, so the fast model never samples there, training or
+    rendering; its occupancy grids are cut to it (:meth:`on_grid`).
+
+    Both buffers are saved with the model, so a run renders with the hull it trained with. Absent
+    (``cells`` empty), it allows everything: the hull of a scene without silhouettes, and of a
+    checkpoint saved before hulls were (its missing buffers load as absent)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("cells", torch.zeros(0, 0, 0, dtype=torch.bool))
+        self.register_buffer("box", torch.zeros(2, 3))
+        self._cache: dict[tuple, Tensor] = {}
+
+    @property
+    def present(self) -> bool:
+        return self.cells.numel() > 0
+
+    def set(self, cells: Tensor, lo: tuple[float, ...], hi: tuple[float, ...]) -> None:
+        """cells: (n, n, n) bool over the box lo..hi, indexed x, y, z."""
+        self.cells = cells.to(dtype=torch.bool, device=self.cells.device).clone()
+        self.box = torch.tensor([lo, hi], dtype=torch.float32, device=self.box.device)
+        self._cache = {}
+
+    @torch.no_grad()
+    def on_grid(self, resolution: tuple[int, int, int], lo: Tensor, hi: Tensor) -> Tensor:
+        """(rx - 1, ry - 1, rz - 1) bool: which cells of a vertex grid of ``resolution`` spread over the
+        box lo..hi (3,) (``align_corners`` spacing, as :class:`OccupancyGrid`) overlap a kept hull cell.
+        Conservative: a cell that shares any volume with a kept hull cell is kept."""
+        key = (tuple(resolution), tuple(lo.tolist()), tuple(hi.tolist()), str(self.cells.device))
+        if key not in self._cache:
+            out = self.cells
+            n = torch.tensor(self.cells.shape, dtype=torch.float64)
+            h_lo, h_hi = self.box[0].double().cpu(), self.box[1].double().cpu()
+            for axis, r in enumerate(resolution):  # the hull cells each grid cell overlaps, axis by axis
+                edges = torch.linspace(float(lo[axis]), float(hi[axis]), int(r), dtype=torch.float64)
+                at = (edges - h_lo[axis]) / (h_hi[axis] - h_lo[axis]) * n[axis]  # in hull cells
+                top = int(n[axis]) - 1
+                first = (at[:-1] - 1e-6).floor().clamp(0, top).long()
+                last = ((at[1:] + 1e-6).ceil() - 1).clamp(0, top).long()
+                out = _any_in_ranges(out, axis, first.to(out.device), last.to(out.device))
+            self._cache = {key: out.contiguous()}
+        return self._cache[key]
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        # The saved hull replaces this one whatever its shape; a checkpoint without one loads as absent.
+        cells, box = state_dict.get(prefix + "cells"), state_dict.get(prefix + "box")
+        if cells is None or box is None:
+            self.cells = torch.zeros(0, 0, 0, dtype=torch.bool, device=self.cells.device)
+        else:
+            self.cells = cells.to(dtype=torch.bool, device=self.cells.device).clone()
+            self.box = box.to(dtype=torch.float32, device=self.box.device).clone()
+        self._cache = {}

@@ -271,6 +271,8 @@ def run(params: TrainParams, reporter: Reporter | None = None) -> TrainOutcome:
         write_json_atomic(folder / STATE_FILE, {"data_key": data_key, "recipe": recipe.to_dict(), "model": recipe.model})
         torch.manual_seed(recipe.training.seed)  # initial weights
         model = build_model(recipe.model, recipe.model_config, data.scene_box)
+        if data.hull is not None:
+            model.use_visual_hull(data.hull.cells, data.hull.lo, data.hull.hi)
         summary = trainer_mod.train(model, data, recipe.training, folder, model_name=recipe.model, device=device,
                                     reporter=reporter, resume_from=resume, tf32=params.tf32)
         return {

@@ -15,13 +15,6 @@ MEMORY_FRACTION = 0.25
 """Share of the device's free memory that one rendering chunk may use."""
 MIN_CHUNK, MAX_CHUNK = 256, 65536
 """Chunk bounds in rays: below MIN_CHUNK per-call overhead dominates; above MAX_CHUNK nothing is gained."""
-MAX_CPU_CHUNK = 16384
-"""On a CPU the fast model's per-call work (occupancy gathers, index bookkeeping, a few dozen small
-ops a segment) still weighs at a few thousand rays: 2026-12-07, interleaved, one held-out frame of the
-fern example (496x368) took 1.0 s in chunks of 4096 rays, 0.8 in 8192, 0.76 in 16384 and 0.9 in 32768;
-lego (400x400, 256 samples) 2.2, 1.95, 1.65 and 1.8 s, peak memory unchanged (1.64 GB)."""
-
-
 def free_memory_bytes(device: torch.device | str) -> int:
     """Memory free for tensors on ``device``: CUDA's free memory, MPS's recommended budget minus what
     is allocated, or the host's MemAvailable for a CPU."""
@@ -45,7 +38,7 @@ def chunk_size(model: Model, device: torch.device | str, *, train: bool = False)
     """Rays per rendering call so that one call uses at most MEMORY_FRACTION of the free memory."""
     budget = free_memory_bytes(device) * MEMORY_FRACTION
     rays = int(budget // max(1, model.bytes_per_ray(train)))
-    rays = max(MIN_CHUNK, min(MAX_CPU_CHUNK if torch.device(device).type == "cpu" else MAX_CHUNK, rays))
+    rays = max(MIN_CHUNK, min(model.CPU_CHUNK if torch.device(device).type == "cpu" else MAX_CHUNK, rays))
     return 1 << (rays.bit_length() - 1)  # a power of two, rounded down
 
 

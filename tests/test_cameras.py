@@ -270,15 +270,15 @@ def _sphere_views(centre, radius, n_views=12, size=64, focal=80.0):
 
 
 def test_silhouette_box_holds_a_sphere_and_little_more():
-    from nerfpipe.cameras.bounds import silhouette_box
+    from nerfpipe.cameras.bounds import visual_hull
 
     centre, radius = (0.2, -0.1, 0.3), 0.5
     alpha, c2w = _sphere_views(centre, radius)
-    lo, hi = silhouette_box(alpha, c2w, 80.0, ((-1.5,) * 3, (1.5,) * 3))
+    lo, hi = visual_hull(alpha, c2w, 80.0, ((-1.5,) * 3, (1.5,) * 3)).bounds()
     for axis in range(3):
         assert lo[axis] <= centre[axis] - radius and hi[axis] >= centre[axis] + radius  # nothing of it cut
         # The visual hull of 12 views bulges beyond the sphere (by 0.1-0.16 here), plus a cell (0.03) of
         # dilation and one of margin: within 0.2 of the sphere, against 0.8 or more for the 3 m box.
         assert lo[axis] >= centre[axis] - radius - 0.2 and hi[axis] <= centre[axis] + radius + 0.2
     # An empty silhouette keeps nothing: the whole box stays.
-    assert silhouette_box(alpha * 0, c2w, 80.0, ((-1.5,) * 3, (1.5,) * 3)) == ((-1.5,) * 3, (1.5,) * 3)
+    assert visual_hull(alpha * 0, c2w, 80.0, ((-1.5,) * 3, (1.5,) * 3)).bounds() == ((-1.5,) * 3, (1.5,) * 3)

@@ -1,5 +1,5 @@
 """Depth bounds of cameras from the sparse points they see (the ``near``/``far`` of LLFF and transforms.json),
-and an object's visual hull and the box around it from its silhouettes (:func:`visual_hull`, :func:`silhouette_box`)."""
+and an object's visual hull and the box around it from its silhouettes (:func:`visual_hull`, :meth:`VisualHull.bounds`)."""
 
 from __future__ import annotations
 
@@ -133,14 +133,3 @@ def visual_hull(
     kept[index] = True
     return VisualHull(tuple(map(float, box[0])), tuple(map(float, box[1])), kept.view(cells, cells, cells))
 
-
-def silhouette_box(
-    alpha: torch.Tensor,
-    c2w_gl: torch.Tensor,
-    focal: float,
-    box: tuple[tuple[float, float, float], tuple[float, float, float]],
-    cells: int = SILHOUETTE_CELLS,
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The box around an object's visual hull (:func:`visual_hull`): its kept cells' bounds (their
-    centres +- one cell), within ``box``; ``box`` itself when nothing is kept (an empty alpha)."""
-    return visual_hull(alpha, c2w_gl, focal, box, cells).bounds()

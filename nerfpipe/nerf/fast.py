@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from nerfpipe.nerf.grid import VMEncoding, vm_corners
 from nerfpipe.nerf.interface import LossKind, Model, RayBundle, RenderOutput, SceneBox, photometric_loss
 from nerfpipe.nerf.registry import register_model
-from nerfpipe.nerf.occupancy import Hull, OccupancyGrid
+from nerfpipe.nerf.occupancy import Hull, OccupancyGrid, query_cells
 from nerfpipe.nerf.rendering import distortion_loss, weights_and_transmittance
 from nerfpipe.nerf.samplers import along, bin_fractions, intervals, piecewise
 from nerfpipe.nerf.space import box_intersect, contract
@@ -297,7 +297,7 @@ class FastModel(Model):
         self.occupancy = OccupancyGrid()
         self.hull = Hull()
         self._occupancy_version: tuple = ()
-        self._occupancy_from_density = False
+        """The density parameters' version when the occupancy grid was last built from them; () until then."""
         self._volume_cache: tuple[tuple, tuple[Tensor, OccupancyGrid]] | None = None
         self.step_budget = 0
 
@@ -424,9 +424,7 @@ class FastModel(Model):
         x = self.to_field(points)
         inside = torch.ones_like(x[:, 0], dtype=torch.bool) if self.box.kind == "unbounded" else (x.abs() <= 1.0).all(-1)
         if self.hull.present:  # nothing outside the hull, as in rendering
-            hull = OccupancyGrid()
-            hull.fill(self._hull_cells(self.field.density.resolution))
-            inside &= hull.query(x)
+            inside &= query_cells(self._hull_cells(self.field.density.resolution), x)
         sigma = self.cfg.density_scale * self.field.sigma(x) * inside
         return sigma, self.field.color(x, sh_basis(viewdirs))
 
@@ -528,11 +526,11 @@ class FastModel(Model):
         level = self.level_at(step)
         if level > int(self.field.level):
             self.field.grow_to(level)
-            if self._occupancy_from_density:
+            if self._occupancy_version:
                 self.update_occupancy()
         first = round(self.cfg.occupancy_start * self.step_budget)
         if step >= first:
-            if (step - first) % self.cfg.occupancy_every == 0 or not self._occupancy_from_density:
+            if (step - first) % self.cfg.occupancy_every == 0 or not self._occupancy_version:
                 self.update_occupancy()  # on schedule, or at once after a resume (the grid is not saved)
         elif self.hull.present:  # before the field knows where it is empty, skip what the silhouettes rule out
             cells = self._hull_cells(self.field.density.resolution)
@@ -561,7 +559,6 @@ class FastModel(Model):
         vertices = self.field.density.dense_sum()
         fraction = self.occupancy.build(vertices, self.field.feature_above(self._min_density()), self._hull_cells(vertices.shape))
         self._occupancy_version = self._density_version()
-        self._occupancy_from_density = True
         return fraction
 
     def use_visual_hull(self, cells: Tensor, lo: tuple[float, ...], hi: tuple[float, ...]) -> None:

@@ -67,10 +67,16 @@ class OccupancyGrid(nn.Module):
         """(N, 3) points in [-1, 1]^3 -> (N,) bool: True where the field must be evaluated."""
         if self.cells is None:
             return torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-        cx, cy, cz = self.cells.shape
-        i = [((x[:, k].detach() + 1.0) * (0.5 * c)).floor_().clamp_(0, c - 1).long() for k, c in enumerate((cx, cy, cz))]
-        flat = (i[0] * cy + i[1]) * cz + i[2]
-        return self.cells.reshape(-1)[flat]
+        return query_cells(self.cells, x)
+
+
+def query_cells(cells: Tensor, x: Tensor) -> Tensor:
+    """(N, 3) points in [-1, 1]^3 -> (N,) bool: the (cx, cy, cz) ``cells`` (spread evenly over [-1, 1]^3)
+    that hold them; points outside fall in the nearest border cell."""
+    cx, cy, cz = cells.shape
+    i = [((x[:, k].detach() + 1.0) * (0.5 * c)).floor_().clamp_(0, c - 1).long() for k, c in enumerate((cx, cy, cz))]
+    flat = (i[0] * cy + i[1]) * cz + i[2]
+    return cells.reshape(-1)[flat]
 
 
 def _any_in_ranges(mask: Tensor, dim: int, first: Tensor, last: Tensor) -> Tensor:
@@ -95,7 +101,7 @@ class Hull(nn.Module):
         super().__init__()
         self.register_buffer("cells", torch.zeros(0, 0, 0, dtype=torch.bool))
         self.register_buffer("box", torch.zeros(2, 3))
-        self._cache: dict[tuple, Tensor] = {}
+        self._cache: tuple[tuple, Tensor] | None = None  # (key, cells) of the last on_grid
 
     @property
     def present(self) -> bool:
@@ -105,7 +111,7 @@ class Hull(nn.Module):
         """cells: (n, n, n) bool over the box lo..hi, indexed x, y, z."""
         self.cells = cells.to(dtype=torch.bool, device=self.cells.device).clone()
         self.box = torch.tensor([lo, hi], dtype=torch.float32, device=self.box.device)
-        self._cache = {}
+        self._cache = None
 
     @torch.no_grad()
     def on_grid(self, resolution: tuple[int, int, int], lo: Tensor, hi: Tensor) -> Tensor:
@@ -113,7 +119,7 @@ class Hull(nn.Module):
         box lo..hi (3,) (``align_corners`` spacing, as :class:`OccupancyGrid`) overlap a kept hull cell.
         Conservative: a cell that shares any volume with a kept hull cell is kept."""
         key = (tuple(resolution), tuple(lo.tolist()), tuple(hi.tolist()), str(self.cells.device))
-        if key not in self._cache:
+        if self._cache is None or self._cache[0] != key:
             out = self.cells
             n = torch.tensor(self.cells.shape, dtype=torch.float64)
             h_lo, h_hi = self.box[0].double().cpu(), self.box[1].double().cpu()
@@ -124,8 +130,8 @@ class Hull(nn.Module):
                 first = (at[:-1] - 1e-6).floor().clamp(0, top).long()
                 last = ((at[1:] + 1e-6).ceil() - 1).clamp(0, top).long()
                 out = _any_in_ranges(out, axis, first.to(out.device), last.to(out.device))
-            self._cache = {key: out.contiguous()}
-        return self._cache[key]
+            self._cache = (key, out.contiguous())
+        return self._cache[1]
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs) -> None:
@@ -136,4 +142,4 @@ class Hull(nn.Module):
         else:
             self.cells = cells.to(dtype=torch.bool, device=self.cells.device).clone()
             self.box = box.to(dtype=torch.float32, device=self.box.device).clone()
-        self._cache = {}
+        self._cache = None

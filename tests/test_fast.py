@@ -17,7 +17,16 @@ from nerfpipe.errors import NerfpipeError
 from nerfpipe.nerf.fast import FastConfig, FastModel, resolution_for, sh_basis
 from nerfpipe.nerf.rendering import weights_and_transmittance, weights_from_alpha
 from nerfpipe.nerf.samplers import along, bin_fractions, intervals, piecewise, stratified
-from nerfpipe.nerf.grid import VMEncoding, cell_offsets, interpolate, line_corners, plane_corners, plane_tv, vm_corners
+from nerfpipe.nerf.grid import (
+    PLANE_AXES,
+    VMEncoding,
+    add_plane_tv_gradient,
+    cell_offsets,
+    interpolate,
+    line_corners,
+    plane_corners,
+    vm_corners,
+)
 from nerfpipe.nerf.chunking import render_image
 from nerfpipe.nerf.interface import RayBundle, SceneBox
 from nerfpipe.nerf.occupancy import OccupancyGrid
@@ -109,19 +118,49 @@ def test_vm_encoding_is_the_trilinear_interpolant_of_its_dense_grid():
 def test_total_variation_matches_slow_reference_values_and_gradients():
     torch.manual_seed(2)
     res_a, res_b = 6, 4
-    table = torch.randn(res_b * res_a, 3, dtype=torch.float64, requires_grad=True)
-    slow_table = table.detach().clone().requires_grad_()
+    table = torch.randn(res_b * res_a, 3, dtype=torch.float64)
+    slow_table = table.clone().requires_grad_()
     # reference: every neighbour pair written out, both ways, averaged per direction
     g = slow_table.view(res_b, res_a, 3)
     down = [(g[j + 1, i] - g[j, i]).pow(2) for j in range(res_b - 1) for i in range(res_a)]
     across = [(g[j, i + 1] - g[j, i]).pow(2) for j in range(res_b) for i in range(res_a - 1)]
     slow = torch.cat(down).mean() + torch.cat(across).mean()
-    fast = plane_tv(table, res_a, res_b)
-    (0.7 * fast).backward()
     (0.7 * slow).backward()
-    assert torch.allclose(fast, slow, atol=1e-12)
-    assert torch.allclose(table.grad, slow_table.grad, atol=1e-12)
-    assert float(plane_tv(torch.ones(res_b * res_a, 2), res_a, res_b)) == 0.0  # a constant plane has none
+    earlier = torch.randn_like(table)  # what the lookups' backward left in .grad: added to, not replaced
+    grad = earlier.clone()
+    value = add_plane_tv_gradient(table, grad, res_a, res_b, 0.7)
+    assert torch.allclose(value, slow.detach(), atol=1e-12)
+    assert torch.allclose(grad, earlier + slow_table.grad, atol=1e-12)
+    unchanged = torch.zeros(res_b * res_a, 2)
+    assert float(add_plane_tv_gradient(torch.ones(res_b * res_a, 2), unchanged, res_a, res_b, 1.0)) == 0.0
+    assert not unchanged.any()  # a constant plane has none
+
+
+def test_total_variation_as_gradient_terms_equals_autograd_of_the_whole_loss():
+    """The loss's backward and then the model's gradient terms (the trainer's order) give every plane the
+    gradient that autograd gives the sum of the loss and the weighted total variation."""
+    torch.manual_seed(4)
+    model = FastModel(FastConfig(**SMALL, tv_density=0.3, tv_app=0.2), NDC_BOX)
+    model.param_groups(10)
+    rays, target = _ndc_rays(64), torch.rand(64, 3)
+    out = model.render(rays, train=True, generator=torch.Generator().manual_seed(0))
+    loss, stats = model.loss(out, target, 0)
+    loss.backward()
+    terms = model.gradient_terms(0)
+    planes = [*model.field.density.planes, *model.field.appearance.planes]
+    fast = [p.grad.clone() for p in planes]
+
+    model.zero_grad(set_to_none=True)
+    out = model.render(rays, train=True, generator=torch.Generator().manual_seed(0))
+    reference = model.loss(out, target, 0)[0]
+    r = model.field.density.resolution
+    for enc, w in ((model.field.density, 0.3), (model.field.appearance, 0.2)):
+        for p, (a, b) in zip(enc.planes, PLANE_AXES):
+            g = p.view(r[b], r[a], -1)
+            reference = reference + w * ((g[1:] - g[:-1]).pow(2).mean() + (g[:, 1:] - g[:, :-1]).pow(2).mean())
+    reference.backward()
+    assert all(torch.allclose(a, p.grad, atol=1e-6) for a, p in zip(fast, planes))
+    assert terms["tv"] == pytest.approx(float(reference.detach()) - stats["loss"], rel=1e-4)
 
 
 def test_composite_weights_by_hand():
@@ -262,6 +301,7 @@ def test_growth_switches_level_under_one_optimiser_and_state_dict_reloads():
         loss, stats = model.loss(model.render(rays, train=True), target, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        stats.update(model.gradient_terms(step))
         if step == 2:  # grown at step 2 (half of the 4-step budget)
             coarse_after_growth = [p.detach().clone() for p in coarse.parameters()]
         optimizer.step()
@@ -365,12 +405,9 @@ def _save(state) -> io.BytesIO:
 def test_total_variation_weights_decay_over_the_budget_like_the_learning_rate():
     model = FastModel(FastConfig(**SMALL, tv_density=0.02, tv_app=0.01, tv_final_ratio=0.1), NDC_BOX)
     model.param_groups(100)  # the step budget
-    out = model.render(_ndc_rays(20), train=True, generator=torch.Generator().manual_seed(0))
-    target = torch.rand(20, 3)
     f = model.field
-    with torch.no_grad():
-        full = 0.02 * float(f.density.tv()) + 0.01 * float(f.appearance.tv())
-    tv = [model.loss(out, target, step)[1]["tv"] for step in (0, 50, 100, 150)]
+    full = 0.02 * float(f.density.add_tv_gradient(0.0)) + 0.01 * float(f.appearance.add_tv_gradient(0.0))
+    tv = [model.gradient_terms(step)["tv"] for step in (0, 50, 100, 150)]
     assert tv == pytest.approx([full, full * 0.1**0.5, full * 0.1, full * 0.1], rel=1e-5)  # held after the budget
 
 

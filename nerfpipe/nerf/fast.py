@@ -491,11 +491,6 @@ class FastModel(Model):
         photometric = photometric_loss(self.cfg.loss, out.rgb, target)
         total = photometric
         stats = {"photometric": float(photometric.detach())}
-        if self.cfg.tv_density > 0 or self.cfg.tv_app > 0:
-            decay = self.cfg.tv_final_ratio ** (min(step, self.step_budget) / max(1, self.step_budget))
-            tv = decay * (self.cfg.tv_density * self.field.density.tv() + self.cfg.tv_app * self.field.appearance.tv())
-            total = total + tv
-            stats["tv"] = float(tv.detach())
         if self.cfg.l1_density > 0:
             total = total + self.cfg.l1_density * self.field.density.l1()
         if self.cfg.distortion > 0 and "weights" in out.aux:
@@ -504,6 +499,19 @@ class FastModel(Model):
             stats["distortion"] = float(dist.detach())
         stats["loss"] = float(total.detach())
         return total, stats
+
+    @torch.no_grad()
+    def gradient_terms(self, step: int) -> dict[str, float]:
+        """The total variation of the density and appearance planes, weighted by ``tv_density`` and
+        ``tv_app`` (decaying to ``tv_final_ratio`` of them over the budget), its gradient added in
+        place (:meth:`~nerfpipe.nerf.grid.VMEncoding.add_tv_gradient`)."""
+        decay = self.cfg.tv_final_ratio ** (min(step, self.step_budget) / max(1, self.step_budget))
+        tv = None
+        for encoding, weight in ((self.field.density, self.cfg.tv_density), (self.field.appearance, self.cfg.tv_app)):
+            if weight > 0:
+                term = decay * weight * encoding.add_tv_gradient(decay * weight)
+                tv = term if tv is None else tv + term
+        return {} if tv is None else {"tv": float(tv)}
 
     def param_groups(self, step_budget: int) -> list[dict]:
         self.step_budget = int(step_budget)

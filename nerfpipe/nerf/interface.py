@@ -162,8 +162,16 @@ class Model(torch.nn.Module):
         raise NotImplementedError
 
     def loss(self, out: RenderOutput, target: Tensor, step: int) -> tuple[Tensor, dict[str, float]]:
-        """Total loss for target (rays, 3), including coarse, proposal or regulariser terms; (loss, stats)."""
+        """Total loss for target (rays, 3), including coarse, proposal or regulariser terms (but those of
+        :meth:`gradient_terms`); (loss, stats)."""
         raise NotImplementedError
+
+    def gradient_terms(self, step: int) -> dict[str, float]:
+        """Loss terms whose gradient the model adds into its parameters' ``.grad`` itself, called after the
+        backward pass of :meth:`loss` and before the optimiser's step: dense regularisers over whole
+        tables, which autograd would give a gradient tensor of their own and then add to the rest.
+        Returns their weighted values by name (the trainer adds them to the logged 'loss'). Default: none."""
+        return {}
 
     def param_groups(self, step_budget: int) -> list[dict]:
         """Adam parameter groups, each with its base 'lr' (and any other Adam option)."""

@@ -353,7 +353,8 @@ def make_optimizer(model: Model, cfg: TrainingConfig) -> tuple[torch.optim.Optim
 
 def train_step(model: Model, optimizer: torch.optim.Optimizer, base_lrs: list[float], sampler: RaySampler, step: int,
                cfg: TrainingConfig, device: torch.device) -> dict[str, float]:
-    """One optimisation step (0-based ``step``): lr schedule, ray batch, render, loss, backward, Adam.
+    """One optimisation step (0-based ``step``): lr schedule, ray batch, render, loss, backward, the
+    model's gradient terms (:meth:`~nerfpipe.nerf.interface.Model.gradient_terms`), Adam.
 
     Returns the model's loss stats plus the fine colour's MSE and the PSNR from it.
     """
@@ -366,9 +367,10 @@ def train_step(model: Model, optimizer: torch.optim.Optimizer, base_lrs: list[fl
     loss, stats = model.loss(out, target, step)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    terms = model.gradient_terms(step)
     optimizer.step()
     mse = float(torch.mean((out.rgb.detach() - target) ** 2))
-    return {**stats, "mse": mse, "psnr": mse_to_psnr(mse)}
+    return {**stats, **terms, "loss": stats["loss"] + sum(terms.values()), "mse": mse, "psnr": mse_to_psnr(mse)}
 
 
 def train(

@@ -37,6 +37,12 @@ def undistorted_dir_name(factor: int) -> str:
     return f"{IMAGES}_undistorted_{factor}"
 
 
+def undistorted_masks_dir_name(factor: int) -> str:
+    """``masks_undistorted_<k>``: the object masks of ``masks/`` resampled and downsampled as the photos are into
+    :func:`undistorted_dir_name` (an object cut out on white, whose silhouettes carve its visual hull)."""
+    return f"{MASKS}_undistorted_{factor}"
+
+
 def images_dir(scene: Path, factor: int = 1) -> Path:
     return Path(scene) / images_dir_name(factor)
 

@@ -282,3 +282,41 @@ def test_silhouette_box_holds_a_sphere_and_little_more():
         assert lo[axis] >= centre[axis] - radius - 0.2 and hi[axis] <= centre[axis] + radius + 0.2
     # An empty silhouette keeps nothing: the whole box stays.
     assert visual_hull(alpha * 0, c2w, 80.0, ((-1.5,) * 3, (1.5,) * 3)).bounds() == ((-1.5,) * 3, (1.5,) * 3)
+
+
+def test_an_object_on_white_carves_its_hull_from_its_masks_in_the_normalised_world():
+    """An object cut out on white, loaded with its masks (silhouettes): the hull, carved from the training
+    views in the normalised world, holds every ray through the object in the held-out views, and rules
+    out most of the box of its sparse points. Without masks there is none."""
+    import torch
+
+    from nerfpipe.datasets.llff import llff_scene_data
+    from nerfpipe.nerf.occupancy import query_cells
+
+    centre, radius = (0.2, -0.1, 0.3), 0.5
+    alpha, c2w = _sphere_views(centre, radius, n_views=16)
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(2000, 3))
+    points = np.asarray(centre) + radius * points / np.linalg.norm(points, axis=1, keepdims=True)  # SfM points on it
+    kwargs = dict(llffhold=4, ndc=False, spherify=True, bd_factor=0.75, white_background=True, source={},
+                  object_points=points)
+    images = np.ones((16, 64, 64, 3), np.float32)
+    bounds = np.tile([[3.0, 5.0]], (16, 1))
+    data = llff_scene_data([f"{i}.png" for i in range(16)], images, c2w.numpy(), bounds, 80.0,
+                           silhouettes=alpha.numpy(), **kwargs)
+    assert llff_scene_data([f"{i}.png" for i in range(16)], images, c2w.numpy(), bounds, 80.0, **kwargs).hull is None
+    hull = data.hull
+    lo, hi = torch.tensor(hull.lo), torch.tensor(hull.hi)
+    assert (hull.lo, hull.hi) == data.scene_box.aabb  # carved over the scene box
+    for i in data.i_test:  # views the carving never saw
+        rays = data.image_rays(i)
+        on_object = alpha[i].reshape(-1) > 0
+        o, d = rays.origins[on_object], rays.directions[on_object]
+        t = torch.linspace(float(data.near), float(data.far), 1024)
+        x = (o[:, None] + t[None, :, None] * d[:, None] - (lo + hi) / 2) / ((hi - lo) / 2)
+        kept = query_cells(hull.cells, x.reshape(-1, 3)).view(x.shape[:2]) & (x.abs() <= 1).all(-1)
+        assert bool(kept.any(1).all())
+    # The box of the points (their 2nd to 98th percentiles, widened by 15% of that on each side) is 1.25
+    # times the sphere's, which fills 27% of it. The hull keeps the sphere, its bulge between the 12 training views
+    # and a cell of dilation: 36%.
+    assert 0.25 < float(hull.cells.float().mean()) < 0.45

@@ -236,3 +236,34 @@ def test_own_scene_with_lens_distortion_trains_on_undistorted_images(fern_posed)
         diff = np.abs(plain - ours).mean(-1)
         hh, ww = diff.shape
         assert diff[hh // 3: 2 * hh // 3, ww // 3: 2 * ww // 3].mean() < diff[: hh // 4, : ww // 4].mean()
+
+
+def test_masks_are_undistorted_as_their_images_are(tmp_path):
+    """Given a folder of object masks, the stage resamples and downsamples each as its image (an object
+    cut out on white): the coloured pixels of a prepared image are those its prepared mask covers.
+    Without a mask for every frame it prepares none."""
+    scene = tmp_path / "scene"
+    (scene / "images").mkdir(parents=True)
+    (scene / "masks").mkdir()
+    yy, xx = np.mgrid[0:CAM.h, 0:CAM.w]
+    for i, (cx, cy) in enumerate([(60, 60), (250, 180), (160, 120)]):  # near the corners, where the lens bends most
+        inside = ((xx - cx) / 50.0) ** 2 + ((yy - cy) / 35.0) ** 2 <= 1.0
+        photo = np.full((CAM.h, CAM.w, 3), 255, np.uint8)
+        photo[inside] = (40, 90, 160)
+        cv2.imwrite(str(scene / "images" / f"{i:02d}.png"), photo)
+        cv2.imwrite(str(scene / "masks" / f"{i:02d}.png"), inside.astype(np.uint8) * 255)
+    c2w = _arc_cameras(3)
+    write_transforms(scene / "transforms.json", [f"images/{i:02d}.png" for i in range(3)], c2w, CAM)
+    out = undistort.run(undistort.UndistortParams(scene=scene, factor=2, masks=scene / "masks"))
+    result = out.result
+    assert result["undistorted"] and result["masks"] == result["files"]
+    for name in result["files"]:
+        image = cv2.imread(str(scene / "images_undistorted_2" / name))
+        alpha = cv2.imread(str(scene / "masks_undistorted_2" / name), cv2.IMREAD_GRAYSCALE)
+        assert image.shape[:2] == alpha.shape == (result["size"][1], result["size"][0])
+        coloured = image.min(axis=2) < 128
+        assert coloured.sum() > 500
+        assert (alpha[coloured] >= 128).all() and (~coloured[alpha > 200]).sum() == 0
+    (scene / "masks" / "01.png").unlink()
+    again = undistort.run(undistort.UndistortParams(scene=scene, factor=2, masks=scene / "masks"))
+    assert again.ran and again.result["masks"] is None and not (scene / "masks_undistorted_2").exists()

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from nerfpipe import scene as scene_layout
+from nerfpipe.cameras.bounds import visual_hull
 from nerfpipe.cameras.conventions import gl_from_llff
 from nerfpipe.cameras.formats import read_poses_bounds
 from nerfpipe.cameras.normalize import BD_FACTOR, apply_to_points, normalize_llff
@@ -109,12 +110,14 @@ def load_llff(
     stems: list[str] | None = None,
     object_points: np.ndarray | None = None,
     prepared: dict | None = None,
+    silhouettes: np.ndarray | None = None,
 ) -> SceneData:
     """Load an LLFF scene folder. ``stems``: the registered images' stems in poses_bounds order
     (a nerfpipe scene); None reads every image of images_<factor>/ in sorted order (published layout).
     ``prepared``: the result of the scene's ``undistort-<factor>`` stage (a nerfpipe scene whose SfM
     camera has lens distortion): its pinhole images and focal replace images_<factor>/ and the focal of
-    poses_bounds.npy; the poses and bounds stay."""
+    poses_bounds.npy; the poses and bounds stay. ``silhouettes`` (N, H, W) in [0, 1]: each image's object
+    mask, for an object cut out on white (with ``object_points``): its visual hull comes with the data."""
     scene = Path(scene)
     if ndc and spherify:
         raise NerfpipeError("ndc and spherify cannot both be on: NDC is for forward-facing scenes, spherify for 360-degree ones; set ndc = false.")
@@ -142,7 +145,8 @@ def load_llff(
     names = [p.name for p in paths] if prepared is None else [f"{s}.png" for s in stems]
     return llff_scene_data(names, images, gl_from_llff(poses_llff), bounds, focal,
                            llffhold=llffhold, ndc=ndc, spherify=spherify, bd_factor=bd_factor,
-                           white_background=white_background, source=source, object_points=object_points)
+                           white_background=white_background, source=source, object_points=object_points,
+                           silhouettes=silhouettes)
 
 
 def object_box(points: np.ndarray, steps) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -168,10 +172,14 @@ def llff_scene_data(
     white_background: bool,
     source: dict,
     object_points: np.ndarray | None = None,
+    silhouettes: np.ndarray | None = None,
 ) -> SceneData:
     """Steps 4-6 above, shared with the transforms.json loader: images (N, H, W, 3) float32, cameras
     c2w_gl (N, 3, 4) in any world with their bounds (N, 2), focal in pixels of these images.
-    ``object_points`` (P, 3) in the cameras' world: an object on white, bounded by the box of these points."""
+    ``object_points`` (P, 3) in the cameras' world: an object on white, bounded by the box of these points;
+    with ``silhouettes`` (N, H, W) in [0, 1], its masks in these images, the object's visual hull in that
+    box is carved from the training views' (:func:`~nerfpipe.cameras.bounds.visual_hull`, as for a
+    Blender scene's alpha), so that the fast model never samples outside it."""
     n, height, width = images.shape[:3]
     c2w, bounds_n, steps = normalize_llff(c2w_gl, bounds, bd_factor=bd_factor, spherify=spherify)
     i_test = list(range(0, n, llffhold)) if llffhold > 0 else []
@@ -184,9 +192,13 @@ def llff_scene_data(
     else:
         near, far = float(bounds_n.min() * NEAR_MARGIN), float(bounds_n.max())
     c2w_t = torch.from_numpy(c2w).float()
+    hull = None
     if object_points is not None and not ndc:
         box = SceneBox("bounded", object_box(np.asarray(object_points, dtype=np.float64), steps), near, far,
                        white_background)
+        if silhouettes is not None:
+            hull = visual_hull(torch.from_numpy(np.asarray(silhouettes, dtype=np.float32)[i_train]), c2w_t[i_train],
+                               focal, box.aabb)
     elif spherify:
         box = SceneBox("unbounded", SPHERE_BOX, near, far, white_background)
     else:
@@ -211,4 +223,5 @@ def llff_scene_data(
         bounds=bounds_n,
         steps=steps,
         source=source,
+        hull=hull,
     )

@@ -190,6 +190,8 @@ class UndistortResult(Record):
     full_focal: float
     full_size: list[int]
     undistorted: bool
+    masks: list[str] | None = None
+    """Per frame, its object mask prepared like the image (PNG in ``masks_undistorted_<k>/``), when the stage was given masks."""
 
 
 @dataclass(frozen=True)

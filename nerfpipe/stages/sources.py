@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import cv2
 import numpy as np
 
 from nerfpipe import colmap
@@ -33,6 +34,7 @@ from nerfpipe.datasets.llff import image_files, load_llff, read_poses_file
 from nerfpipe.datasets.transforms import is_transforms_folder, load_transforms, read_frames
 from nerfpipe.datasets.transforms import scene_cameras as transforms_cameras
 from nerfpipe.errors import NerfpipeError
+from nerfpipe.photos import downsample
 from nerfpipe.progress import Reporter
 from nerfpipe.recipes import Recipe
 from nerfpipe.stages import colmap_source, undistort
@@ -119,6 +121,39 @@ def object_on_white(scene: Path, source: Source) -> bool:
     return ingest is not None and ingest.background_kind in ON_WHITE_KINDS
 
 
+def object_masks(scene: Path, source: Source) -> Path | None:
+    """The object masks of a nerfpipe scene cut out on white (ingest's ``masks/``, at the photos' full
+    size), None for any other scene."""
+    if not object_on_white(scene, source):
+        return None
+    ingest: IngestResult | None = load_result(scene, "ingest")
+    return scene / ingest.mask_folder if ingest is not None and ingest.mask_folder else None
+
+
+def read_silhouettes(scene: Path, factor: int, stems: list[str] | None, masks: Path,
+                     prepared: dict | None) -> np.ndarray | None:
+    """(N, H, W) float32 in [0, 1]: each training image's object mask at its size and camera, in the
+    stems' order: the undistort stage's (``prepared``, its result: made like the images), or else ``masks`` downsampled by
+    ``factor`` as ingest downsamples the photos. None where a mask is missing (no hull is carved)."""
+    if stems is None:
+        return None
+    if prepared is not None:
+        if not prepared.get("masks"):
+            return None
+        folder = scene / scene_layout.undistorted_masks_dir_name(factor)
+        by_stem = {Path(name).stem: folder / file for name, file in zip(prepared["names"], prepared["masks"])}
+        files = [by_stem.get(s) for s in stems]
+    else:
+        files = [masks / f"{s}.png" for s in stems]
+    out = []
+    for f in files:
+        alpha = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) if f is not None and f.is_file() else None
+        if alpha is None:
+            return None
+        out.append(alpha if prepared is not None else downsample(alpha, factor))
+    return np.stack(out).astype(np.float32) / 255.0
+
+
 def sparse_model(scene: Path) -> colmap.SparseModel | None:
     """A nerfpipe scene's sparse model (``colmap/sparse/0``, COLMAP's world, the world of poses_bounds.npy),
     None without one; a damaged one is a sentence that says how to redo it."""
@@ -146,10 +181,13 @@ def load_scene(scene: Path, recipe: Recipe, source: Source, reporter: Reporter |
         return load_transforms(scene, prepared=prepared, factor=d.factor, llffhold=d.llffhold, ndc=d.ndc, spherify=d.spherify,
                                bd_factor=d.bd_factor, white_background=d.white_bkgd)
     points = sparse_points(scene) if d.object and source.kind == "nerfpipe" else None
-    prepared = undistort.run(undistort.UndistortParams(scene=scene, factor=d.factor), reporter).result if source.undistort else None
+    masks = object_masks(scene, source) if points is not None else None
+    prepared = (undistort.run(undistort.UndistortParams(scene=scene, factor=d.factor, masks=masks), reporter).result
+                if source.undistort else None)
+    silhouettes = read_silhouettes(scene, d.factor, source.stems, masks, prepared) if masks is not None else None
     return load_llff(scene, factor=d.factor, llffhold=d.llffhold, ndc=d.ndc, spherify=d.spherify,
                      bd_factor=d.bd_factor, white_background=d.white_bkgd, stems=source.stems, object_points=points,
-                     prepared=prepared)
+                     prepared=prepared, silhouettes=silhouettes)
 
 
 def pose_check_of(scene: Path, source: Source) -> PoseCheck | None:

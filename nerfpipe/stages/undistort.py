@@ -16,9 +16,13 @@ and then:
   (:func:`~nerfpipe.cameras.undistort.common_focal`), of the largest centred size that is a multiple
   of 16 * k and that the photo covers entirely, then area-downsampled by k.
 
+Given a folder of object masks (a nerfpipe scene of an object cut out on white), each frame's mask is
+prepared the same way into ``masks_undistorted_<k>/``: the silhouettes its visual hull is carved from.
+
 The manifest's result is the contract with the loader: ``names`` (file_path per frame), ``files``
-(PNG per frame in ``images_undistorted_<k>/``), ``focal`` and ``size`` of those PNGs, ``full_focal``
-and ``full_size`` before downsampling, ``undistorted`` (whether frames were resampled).
+(PNG per frame in ``images_undistorted_<k>/``, and of the same name in ``masks_undistorted_<k>/`` when
+``masks`` is not None), ``focal`` and ``size`` of those PNGs, ``full_focal`` and ``full_size`` before
+downsampling, ``undistorted`` (whether frames were resampled).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from nerfpipe import scene as scene_layout
@@ -60,6 +65,10 @@ class UndistortParams:
     """A folder with transforms.json and the images it names."""
     factor: int = 8
     """Downsampling factor (the recipe's data.factor)."""
+    masks: Path | None = None
+    """A folder of object masks named by each frame's stem (``<stem>.png``, 255 on the object): each is
+    resampled and downsampled as its image is, into ``masks_undistorted_<k>/`` (an object cut out on
+    white carves its visual hull from them). Used only when every frame has one."""
     force: bool = False
     workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     """Threads reading and resampling images."""
@@ -106,7 +115,8 @@ def plan(cameras: list[PinholeCamera], factor: int) -> Plan:
     )
 
 
-def _prepare_one(path: Path, cam: PinholeCamera, p: Plan, factor: int, dest: Path) -> None:
+def _prepare_one(path: Path, cam: PinholeCamera, p: Plan, factor: int, dest: Path,
+                 mask: Path | None = None, mask_dest: Path | None = None) -> None:
     try:
         rgb, _exif = read_rgb8(path)
     except PhotoError as e:
@@ -117,10 +127,20 @@ def _prepare_one(path: Path, cam: PinholeCamera, p: Plan, factor: int, dest: Pat
             f"{path} is {rgb.shape[1]}x{rgb.shape[0]} but its camera in transforms.json is {cam.w}x{cam.h}{turned}: "
             "give the images the file's cameras were made for."
         )
+    write_png(dest, _prepare(rgb, cam, p, factor), PNG_COMPRESSION)
+    if mask is not None and mask_dest is not None:
+        alpha = cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE)
+        if alpha is None or alpha.shape != rgb.shape[:2]:
+            raise NerfpipeError(f"The mask {mask} is not a {cam.w}x{cam.h} image like its photo: run `nerfpipe ingest` again.")
+        write_png(mask_dest, _prepare(alpha, cam, p, factor), PNG_COMPRESSION)
+
+
+def _prepare(image: np.ndarray, cam: PinholeCamera, p: Plan, factor: int) -> np.ndarray:
+    """(h, w[, C]) uint8 photo or mask -> the plan's pinhole image, downsampled by ``factor`` (a mask's
+    edge comes out soft: bilinear resampling, then the area average)."""
     if p.resample:
-        rgb = resample(rgb, cam, p.focal, p.width, p.height)
-    small = downsample(rgb, factor)
-    write_png(dest, small, PNG_COMPRESSION)
+        image = resample(image, cam, p.focal, p.width, p.height)
+    return downsample(image, factor)
 
 
 def run(params: UndistortParams, reporter: Reporter | None = None) -> StageResult:
@@ -133,27 +153,34 @@ def run(params: UndistortParams, reporter: Reporter | None = None) -> StageResul
     frames = read_frames(scene / scene_layout.TRANSFORMS)
     rel = images_dir_name(factor)
     index = {c: i for i, c in enumerate(dict.fromkeys(frames.transforms.cameras))}
+    masks = [Path(params.masks) / f"{path.stem}.png" for path in frames.files] if params.masks is not None else []
+    if not all(m.is_file() for m in masks):
+        masks = []
+    mask_rel = scene_layout.undistorted_masks_dir_name(factor)
     spec = StageSpec(
         name=stage_name(factor),
         version=VERSION,
         # the images depend on the frames' names, cameras and photos, not on the poses: editing the
         # poses in transforms.json retrains but does not undistort again
         params={"factor": factor, "names": frames.transforms.file_paths, "cameras": [c.to_json() for c in index],
-                "camera_of_frame": [index[c] for c in frames.transforms.cameras]},
-        inputs=tuple(frames.files),
-        outputs=[rel],
+                "camera_of_frame": [index[c] for c in frames.transforms.cameras], **({"masks": True} if masks else {})},
+        inputs=tuple(frames.files) + tuple(masks),
+        outputs=[rel] + ([mask_rel] if masks else []),
     )
 
     def body(out: Path) -> dict:
         cams = frames.transforms.cameras
         p = plan(cams, factor)
         (out / rel).mkdir(parents=True)
+        if masks:
+            (out / mask_rel).mkdir(parents=True)
         files = [f"{i:04d}_{path.stem}.png" for i, path in enumerate(frames.files)]
         with reporter.task("undistort" if p.resample else "downsample", total=len(files), unit="images") as task:
             ex = ThreadPoolExecutor(max_workers=params.workers)
             try:
-                futures = [ex.submit(_prepare_one, path, cam, p, factor, out / rel / name)
-                           for path, cam, name in zip(frames.files, cams, files)]
+                futures = [ex.submit(_prepare_one, path, cam, p, factor, out / rel / name,
+                                     masks[i] if masks else None, out / mask_rel / name if masks else None)
+                           for i, (path, cam, name) in enumerate(zip(frames.files, cams, files))]
                 for fut in futures:
                     fut.result()
                     task.advance(1)
@@ -169,6 +196,7 @@ def run(params: UndistortParams, reporter: Reporter | None = None) -> StageResul
             "full_focal": p.focal,
             "full_size": [p.width, p.height],
             "undistorted": p.resample,
+            "masks": files if masks else None,
         }
 
     return run_stage(scene, spec, body, force=params.force, reporter=reporter, result_type=UndistortResult)

@@ -308,6 +308,8 @@ class VMEncoding(nn.Module):
         for p, (a, b) in zip(self.planes, PLANE_AXES):
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
+            elif not p.grad.is_contiguous():  # written through a (res_b, res_a, C) view
+                p.grad = p.grad.contiguous()
             total += add_plane_tv_gradient(p.detach(), p.grad, r[a], r[b], weight)
         return total
 

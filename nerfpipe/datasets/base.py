@@ -46,7 +46,7 @@ class SceneData:
     source: dict = field(default_factory=dict)
     """Where it came from: folder, factor, poses file, input sizes (JSON-able)."""
     hull: VisualHull | None = None
-    """The object's visual hull in the normalised world, for scenes with silhouettes (Blender's alpha)."""
+    """The object's visual hull in the normalised world, for scenes with silhouettes (Blender's alpha, the masks of an object cut out on white)."""
 
     def rays(self, cam: Tensor, x: Tensor, y: Tensor) -> RayBundle:
         """Rays of pixels (x column, y row) of cameras ``cam`` (all (rays,) long, or cam a single int)."""

@@ -15,6 +15,8 @@ MEMORY_FRACTION = 0.25
 """Share of the device's free memory that one rendering chunk may use."""
 MIN_CHUNK, MAX_CHUNK = 256, 65536
 """Chunk bounds in rays: below MIN_CHUNK per-call overhead dominates; above MAX_CHUNK nothing is gained."""
+
+
 def free_memory_bytes(device: torch.device | str) -> int:
     """Memory free for tensors on ``device``: CUDA's free memory, MPS's recommended budget minus what
     is allocated, or the host's MemAvailable for a CPU."""

@@ -10,7 +10,7 @@ What one ``render`` call does, for R rays:
    hold something (gradients flow to the planes and lines); when rendering, read the samples in
    occupied cells from a dense density volume computed once from the grids (exact, one 3D lookup
    per sample), skipping the rest by an occupancy grid built from that volume. Given an object's
-   visual hull (:meth:`FastModel.use_visual_hull`: Blender scenes), both grids keep only cells
+   visual hull (:meth:`FastModel.use_visual_hull`: Blender scenes, objects cut out on white), both grids keep only cells
    within it, and until the first occupancy update the training's grid is the hull's cells;
 3. turn densities into compositing weights, and evaluate the colour only for samples whose
    weight exceeds ``weight_threshold`` (samples behind a surface or in thin air get none);

@@ -124,10 +124,12 @@ def object_on_white(scene: Path, source: Source) -> bool:
 def object_masks(scene: Path, source: Source) -> Path | None:
     """The object masks of a nerfpipe scene cut out on white (ingest's ``masks/``, at the photos' full
     size), None for any other scene."""
-    if not object_on_white(scene, source):
+    if source.kind != "nerfpipe":
         return None
-    ingest: IngestResult | None = load_result(scene, "ingest")
-    return scene / ingest.mask_folder if ingest is not None and ingest.mask_folder else None
+    ingest: IngestResult | None = load_result(scene, "ingest")  # read once (object_on_white reads it too)
+    if ingest is None or ingest.background_kind not in ON_WHITE_KINDS or not ingest.mask_folder:
+        return None
+    return scene / ingest.mask_folder
 
 
 def read_silhouettes(scene: Path, factor: int, stems: list[str] | None, masks: Path,

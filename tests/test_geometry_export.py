@@ -238,3 +238,29 @@ def test_depth_figure_of_a_plane_at_a_known_depth(ndc):
 
     empty = evaluation.view_depth(Empty(4.0, ndc), data, 0, points)
     assert empty["depth_rel_error_median"] == 1.0 and empty["depth_within_5pct"] == 0.0
+
+
+def test_depth_alone_gives_the_figures_of_eval(tmp_path):
+    """evaluate_depth renders only the rays through the points' pixels and reports what evaluate
+    reports: the same figures per held-out view, and the same mean of the views (the points summed)."""
+    from nerfpipe.datasets.base import SceneData
+
+    h, w, f = 60, 80, 70.0
+    c2w = torch.tensor([[[1.0, 0, 0, x], [0, 1, 0, -0.1], [0, 0, 1, 0.0]] for x in (0.2, 0.0, -0.6)])
+    box = SceneBox("bounded", ((-2.0,) * 3, (2.0,) * 3), 0.5, 10.0, False)
+    data = SceneData(kind="llff", names=["a.png", "b.png", "c.png"], images=torch.zeros(3, h, w, 3), c2w=c2w, height=h,
+                     width=w, focal=f, near=box.near, far=box.far, i_train=[1], i_test=[0, 2], ndc=False,
+                     white_background=False, scene_box=box)
+    gx, gy = np.meshgrid(np.linspace(-3.0, 3.0, 12), np.linspace(-2.0, 2.0, 9))
+    wall = np.stack([gx.ravel(), gy.ravel(), np.full(gx.size, -4.0)], 1)
+    truth = {0: wall, 2: wall[::2]}
+    model = Plane(4.0 * 0.97, False)
+    alone = evaluation.evaluate_depth(model, data, truth)
+    full = evaluation.evaluate(model, data, tmp_path, device=torch.device("cpu"), depth_truth=truth)
+    assert [v["index"] for v in alone["views"]] == [0, 2]
+    assert alone["views"][0]["depth_points"] != alone["views"][1]["depth_points"]
+    for mine, theirs in zip(alone["views"], full["views"], strict=True):
+        assert mine == {k: theirs[k] for k in mine}
+    assert alone["mean"] == {k: full["mean"][k] for k in alone["mean"]}
+    assert alone["mean"]["depth_points"] == sum(v["depth_points"] for v in alone["views"])
+    assert alone["mean"]["depth_rel_error_median"] == pytest.approx(0.03, abs=1e-4)

@@ -181,8 +181,8 @@ def view_depth(model: Model, data: SceneData, index: int, points: np.ndarray, ch
 
 
 def depth_mean(views: list[dict]) -> dict:
-    """The depth figures of the views that have points: per view, then the mean of the views (the
-    points summed); {} when none has."""
+    """Each depth figure averaged over the views that have points (each view weighs the same), and
+    their points summed; {} when no view has points."""
     scored = [v for v in views if v.get("depth_points")]
     if not scored:
         return {}

@@ -6,13 +6,14 @@ writes into ``metrics.json``.
                                         [--minutes 15] [--device auto]
 
 The scene: the photos through ingest and nerfpipe's own SfM, at the training size ``nerfpipe all``
-picks on a CPU (found up to date when ``--work`` holds them already). Each recipe trains from scratch for ``--minutes`` (its own schedule of steps, stopped
-by the budget) without the full evaluation, and is scored only at the SfM points' pixels of the
-held-out photos (:func:`nerfpipe.stages.evaluation.evaluate_depth`): the median relative depth
-error and the fractions within 2% and 5%, per view and their mean, exactly as ``eval`` reports
-them. That takes seconds, where the paper's NeRF renders a 496x368 view in about ten CPU minutes.
+picks on a CPU (found up to date when ``--work`` holds them already). Each recipe trains from scratch
+for ``--minutes`` (its own schedule of steps, stopped by the budget) without the full evaluation, and
+is scored only at the SfM points' pixels of the held-out photos
+(:func:`nerfpipe.stages.evaluation.evaluate_depth`): the median relative depth error and the
+fractions within 2% and 5%, per view and their mean, exactly as ``eval`` reports them. That takes
+seconds, where the paper's NeRF renders a 496x368 view in about ten CPU minutes.
 
-On 2 CPU cores the paper's NeRF takes about 8 s a step at factor 8, so 15 minutes hold about 110 of
+On 2 CPU cores the paper's NeRF takes about 9 s a step at 496x368, so 15 minutes hold about 100 of
 its 200,000 steps: the figure then says how far a CPU run gets, not what the paper's NeRF reaches.
 On a GPU (``--device cuda --minutes 5``: thousands of steps) it is the reference the fast recipe's
 depth is measured against. Prints one JSON line per recipe, then the whole object.
@@ -57,8 +58,9 @@ def measure(scene: Path, recipe: str, factor: int, minutes: float, device: str, 
     from nerfpipe.stages.sources import detect_source, load_scene
 
     run = f"depth-{recipe}"
-    outcome = train_stage.run(train_stage.TrainParams(scene=scene, recipe=recipe, run=run, fresh=True, device=device,
-                                                      overrides=(f"data.factor={factor}", f"training.minutes={minutes}"), evaluate=False), reporter)
+    params = train_stage.TrainParams(scene=scene, recipe=recipe, run=run, fresh=True, device=device, evaluate=False,
+                                     overrides=(f"data.factor={factor}", f"training.minutes={minutes}"))
+    outcome = train_stage.run(params, reporter)
     trained = outcome.train.value
     model, loaded, meta = load_run(scene, run, torch.device(trained.device), reporter)
     data = load_scene(scene, loaded, detect_source(scene, loaded, reporter), reporter)

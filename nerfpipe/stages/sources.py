@@ -113,23 +113,25 @@ def scene_cameras(scene: Path, source: Source) -> np.ndarray | None:
     return None
 
 
+def _on_white_ingest(scene: Path, source: Source) -> IngestResult | None:
+    """Ingest's result of a nerfpipe scene whose photos it found cut out on white (or on transparency),
+    or cut out with the user's masks; None for any other scene."""
+    if source.kind != "nerfpipe":
+        return None
+    ingest: IngestResult | None = load_result(scene, "ingest")
+    return ingest if ingest is not None and ingest.background_kind in ON_WHITE_KINDS else None
+
+
 def object_on_white(scene: Path, source: Source) -> bool:
     """A nerfpipe scene whose photos ingest found cut out on white (or on transparency), or cut out with the user's masks."""
-    if source.kind != "nerfpipe":
-        return False
-    ingest: IngestResult | None = load_result(scene, "ingest")
-    return ingest is not None and ingest.background_kind in ON_WHITE_KINDS
+    return _on_white_ingest(scene, source) is not None
 
 
 def object_masks(scene: Path, source: Source) -> Path | None:
     """The object masks of a nerfpipe scene cut out on white (ingest's ``masks/``, at the photos' full
     size), None for any other scene."""
-    if source.kind != "nerfpipe":
-        return None
-    ingest: IngestResult | None = load_result(scene, "ingest")  # read once (object_on_white reads it too)
-    if ingest is None or ingest.background_kind not in ON_WHITE_KINDS or not ingest.mask_folder:
-        return None
-    return scene / ingest.mask_folder
+    ingest = _on_white_ingest(scene, source)
+    return scene / ingest.mask_folder if ingest is not None and ingest.mask_folder else None
 
 
 def read_silhouettes(scene: Path, factor: int, stems: list[str] | None, masks: Path,

@@ -115,8 +115,7 @@ def plan(cameras: list[PinholeCamera], factor: int) -> Plan:
     )
 
 
-def _prepare_one(path: Path, cam: PinholeCamera, p: Plan, factor: int, dest: Path,
-                 mask: Path | None = None, mask_dest: Path | None = None) -> None:
+def _prepare_one(path: Path, cam: PinholeCamera, p: Plan, factor: int, dest: Path, mask: Path | None, mask_dest: Path) -> None:
     try:
         rgb, _exif = read_rgb8(path)
     except PhotoError as e:
@@ -128,7 +127,7 @@ def _prepare_one(path: Path, cam: PinholeCamera, p: Plan, factor: int, dest: Pat
             "give the images the file's cameras were made for."
         )
     write_png(dest, _prepare(rgb, cam, p, factor), PNG_COMPRESSION)
-    if mask is not None and mask_dest is not None:
+    if mask is not None:
         alpha = cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE)
         if alpha is None or alpha.shape != rgb.shape[:2]:
             raise NerfpipeError(f"The mask {mask} is not a {cam.w}x{cam.h} image like its photo: run `nerfpipe ingest` again.")
@@ -178,9 +177,8 @@ def run(params: UndistortParams, reporter: Reporter | None = None) -> StageResul
         with reporter.task("undistort" if p.resample else "downsample", total=len(files), unit="images") as task:
             ex = ThreadPoolExecutor(max_workers=params.workers)
             try:
-                futures = [ex.submit(_prepare_one, path, cam, p, factor, out / rel / name,
-                                     masks[i] if masks else None, out / mask_rel / name if masks else None)
-                           for i, (path, cam, name) in enumerate(zip(frames.files, cams, files))]
+                futures = [ex.submit(_prepare_one, path, cam, p, factor, out / rel / name, mask, out / mask_rel / name)
+                           for path, cam, name, mask in zip(frames.files, cams, files, masks or [None] * len(files))]
                 for fut in futures:
                     fut.result()
                     task.advance(1)

@@ -27,6 +27,7 @@ from nerfpipe.nerf.grid import (
     plane_corners,
     vm_corners,
 )
+from nerfpipe.nerf import trainer
 from nerfpipe.nerf.chunking import render_image
 from nerfpipe.nerf.interface import RayBundle, SceneBox
 from nerfpipe.nerf.occupancy import OccupancyGrid
@@ -296,8 +297,9 @@ def test_growth_switches_level_under_one_optimiser_and_state_dict_reloads():
     optimizer = torch.optim.Adam(model.param_groups(step_budget=4))
     rays, target = _ndc_rays(256), torch.rand(256, 3)
     coarse, fine = model.field.density_levels
+    rewritten = []
     for step in range(4):
-        model.before_step(step)
+        rewritten.append(model.before_step(step))
         loss, stats = model.loss(model.render(rays, train=True), target, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -306,6 +308,7 @@ def test_growth_switches_level_under_one_optimiser_and_state_dict_reloads():
             coarse_after_growth = [p.detach().clone() for p in coarse.parameters()]
         optimizer.step()
     assert int(model.field.level) == 1 and model.field.density is fine
+    assert rewritten == [False, False, True, False]  # a weight average starts over at the growth
     assert all(torch.equal(a, b) for a, b in zip(coarse_after_growth, coarse.parameters()))  # no longer trained
     assert float(fine.planes[0].detach().abs().sum()) > 0 and set(stats) >= {"loss", "photometric", "tv"}
 
@@ -438,7 +441,7 @@ def test_the_distortion_loss_measures_along_the_lattice_in_its_own_spacing(box):
 
 def test_short_fast_training_on_fern_lowers_the_loss_and_evaluates(tiny_fern):
     overrides = ("factor=32", "iters=80", "batch_rays=1024", "log_every=10", "minutes=0",
-                 "fast.voxels_init=32768", "fast.voxels_final=110592", "fast.grow_at=[0.3]", "fast.samples=32")
+                 "fast.voxels_init=32768", "fast.voxels_final=110592", "fast.grow_at=[0.6]", "fast.samples=32")
     out = stage.run(stage.TrainParams(scene=tiny_fern, recipe="fast", overrides=overrides, run="f", device="cpu"),
                     RecordingReporter())
     lines = [json.loads(s) for s in (tiny_fern / "runs" / "f" / "metrics.jsonl").read_text().splitlines()]
@@ -448,6 +451,14 @@ def test_short_fast_training_on_fern_lowers_the_loss_and_evaluates(tiny_fern):
     assert out.eval.result["mean"]["psnr"] > 15.0
     model, recipe, meta = runs.load_run(tiny_fern, "f")
     assert isinstance(model, FastModel) and int(model.field.level) == 1 and recipe.model_config.samples == 32
+    # the recipe's weight average: of the weights in use (not the coarse level's), and what a run loads
+    ckpt = torch.load(trainer.list_checkpoints(tiny_fern / "runs" / "f")[-1], weights_only=True)
+    assert recipe.training.average > 0 and recipe.training.average_start == 0.5
+    assert ckpt["average_since"] == 49  # started after 40 steps, over again after the step the grid grew at (0.6 x 80)
+    assert set(ckpt["average"]) == {n for n, _ in model.named_parameters() if "_levels.0." not in n}
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in ckpt["average"].items())
+    assert any(not torch.equal(ckpt["model"][k], v) for k, v in ckpt["average"].items())
 
 
 def test_fast_recipe_is_the_default_and_round_trips(tmp_path):

@@ -107,7 +107,9 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_lego):
     stage.run(_params(tiny_lego, *args, run="cut", evaluate=False), rep)
     assert any("from step 5" in s for s in rep.infos)
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [2, 4, 6, 8, 10, 12]
-    a = torch.load(trainer.list_checkpoints(tiny_lego / "runs" / "straight")[-1], weights_only=True)["model"]
+    a = torch.load(trainer.list_checkpoints(tiny_lego / "runs" / "straight")[-1], weights_only=True)
+    assert "average" not in a  # the recipe does not average its weights
+    a = a["model"]
     b = torch.load(trainer.list_checkpoints(tiny_lego / "runs" / "cut")[-1], weights_only=True)["model"]
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     # more steps continue the run; another recipe needs --fresh
@@ -117,6 +119,48 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_lego):
         stage.run(_params(tiny_lego, "iters=14", "nerf.n_samples=8", run="cut", evaluate=False))
     fresh = stage.run(_params(tiny_lego, "iters=3", "nerf.n_samples=8", run="cut", evaluate=False, fresh=True))
     assert fresh.train.result["steps"] == 3
+
+
+def test_weight_average_by_hand():
+    """Decay 0.5 from step 2, taken in every AVERAGE_EVERY (4) steps by the step's number, at most
+    n / (n + 4) a step n steps after the start, restarted by a growth."""
+    assert trainer.AVERAGE_EVERY == 4 and trainer.AVERAGE_SPAN == 4
+    model = torch.nn.Linear(1, 1, bias=False)
+    model.weight.grad = torch.zeros_like(model.weight)  # trained by the step (no gradient: not averaged)
+    average = trainer.WeightAverage(model, decay=0.5, start=2)
+    seen = {}
+    for step in range(1, 16):
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+        average.update(step, restart=step == 10)
+        seen[step] = None if average.state_dict() is None else float(average.state_dict()["weight"])
+    at4 = 2 + (1 - (2 / 6) ** 4) * (4 - 2)  # 2 steps in: the decay a step is 2 / (2 + 4), under 0.5
+    at8 = at4 + (1 - 0.5**4) * (8 - at4)  # 6 steps in: 0.5
+    at12 = 10 + (1 - (2 / 6) ** 4) * (12 - 10)  # restarted at 10
+    assert seen[1] is None and seen[2] == seen[3] == 2.0
+    assert seen[4] == pytest.approx(at4) and seen[7] == pytest.approx(at4) and seen[8] == pytest.approx(at8)
+    assert seen[10] == seen[11] == 10.0 and seen[12] == pytest.approx(at12) and average.since == 10
+    average.copy_to_model()
+    assert float(model.weight.detach()) == pytest.approx(seen[15])
+    assert trainer.WeightAverage(model, decay=0.0, start=0).state_dict() is None  # off: nothing kept
+
+
+def test_averaged_weights_resume_exactly_and_are_what_a_run_loads(tiny_lego):
+    """Training goes on from the weights themselves; evaluation and rendering load their average."""
+    args = ("iters=12", "checkpoint_every=100", "precrop_iters=4", "log_every=2", "average=0.9", "average_start=0.25")
+    stage.run(_params(tiny_lego, *args, run="avg", evaluate=False))
+    with pytest.raises(KeyboardInterrupt):
+        stage.run(_params(tiny_lego, *args, run="avg_cut", evaluate=False), _StopAt(5))
+    stage.run(_params(tiny_lego, *args, run="avg_cut", evaluate=False))
+    a = torch.load(trainer.list_checkpoints(tiny_lego / "runs" / "avg")[-1], weights_only=True)
+    b = torch.load(trainer.list_checkpoints(tiny_lego / "runs" / "avg_cut")[-1], weights_only=True)
+    for key in ("model", "average"):
+        assert all(torch.allclose(a[key][k], b[key][k], atol=1e-6) for k in a[key])
+    assert any(not torch.equal(a["model"][k], a["average"][k]) for k in a["average"])
+    model, _, _ = runs.load_run(tiny_lego, "avg")
+    assert set(a["average"]) == {name for name, _ in model.named_parameters()}  # the paper's MLPs: all trained
+    state = model.state_dict()
+    assert all(torch.equal(state[k], a["average"][k]) for k in a["average"])
 
 
 def test_a_run_from_before_a_recipe_key_existed_goes_on(tiny_lego):

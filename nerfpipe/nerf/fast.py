@@ -528,11 +528,12 @@ class FastModel(Model):
         return sum(step >= round(f * self.step_budget) for f in self.cfg.grow_at)
 
     @torch.no_grad()
-    def before_step(self, step: int) -> None:
+    def before_step(self, step: int) -> bool:
         if self.step_budget <= 0:
-            return
+            return False
         level = self.level_at(step)
-        if level > int(self.field.level):
+        grown = level > int(self.field.level)
+        if grown:
             self.field.grow_to(level)
             if self._occupancy_version:
                 self.update_occupancy()
@@ -544,6 +545,7 @@ class FastModel(Model):
             cells = self._hull_cells(self.field.density.resolution)
             if not self.occupancy.built or self.occupancy.cells.shape != cells.shape:
                 self.occupancy.fill(cells)
+        return grown
 
     def _density_version(self) -> tuple:
         """Changes whenever a density parameter is written (the optimiser's in-place updates bump

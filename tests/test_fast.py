@@ -453,8 +453,8 @@ def test_short_fast_training_on_fern_lowers_the_loss_and_evaluates(tiny_fern):
     assert isinstance(model, FastModel) and int(model.field.level) == 1 and recipe.model_config.samples == 32
     # the recipe's weight average: of the weights in use (not the coarse level's), and what a run loads
     ckpt = torch.load(trainer.list_checkpoints(tiny_fern / "runs" / "f")[-1], weights_only=True)
-    assert recipe.training.average > 0 and recipe.training.average_start == 0.5
-    assert ckpt["average_since"] == 49  # started after 40 steps, over again after the step the grid grew at (0.6 x 80)
+    assert recipe.training.average > 0 and recipe.training.average_start == 0.25
+    assert ckpt["average_since"] == 49  # started after 20 steps, over again after the step the grid grew at (0.6 x 80)
     assert set(ckpt["average"]) == {n for n, _ in model.named_parameters() if "_levels.0." not in n}
     state = model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in ckpt["average"].items())

@@ -63,8 +63,11 @@ class TrainingConfig:
     """Evaluation, rendering and exports use an exponential moving average of the weights with this
     decay a step (:class:`WeightAverage`; 0.995 averages about the last 200 steps); training goes on
     from the weights themselves. 0: the weights as trained."""
-    average_start: float = 0.5
-    """Fraction of the step budget at which the average starts from a copy of the weights."""
+    average_start: float = 0.25
+    """Fraction of the step budget at which the average starts from a copy of the weights (the fast
+    recipes' grids grow until 0.3 of it, and each growth starts the average over). Early, so that a
+    run the time budget stops soon gains too: fern stopped at 1435 of 3000 steps, 24.97 dB held-out
+    averaged against 24.72 for the last weights."""
 
     BOUNDS: ClassVar[dict[str, str]] = {
         "iters": ">= 1", "minutes": ">= 0", "batch_rays": ">= 1", "precrop_iters": ">= 0", "precrop_frac": "(0, 1]",
@@ -426,7 +429,7 @@ weights in use takes 3 ms, against 150 ms a step)."""
 AVERAGE_SPAN = 4.0
 """A :class:`WeightAverage` ``n`` steps after its start spans at most about ``n / AVERAGE_SPAN`` steps.
 In a long run this changes nothing that lasts: with the decay 0.995 it has caught up 800 steps after
-the start (the example's 3000 steps start averaging at step 1500)."""
+the start (the example's 3000 steps start averaging over after the growth at step 900)."""
 
 
 def make_optimizer(model: Model, cfg: TrainingConfig) -> tuple[torch.optim.Optimizer, list[float]]:

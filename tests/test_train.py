@@ -161,6 +161,12 @@ def test_averaged_weights_resume_exactly_and_are_what_a_run_loads(tiny_lego):
     assert set(a["average"]) == {name for name, _ in model.named_parameters()}  # the paper's MLPs: all trained
     state = model.state_dict()
     assert all(torch.equal(state[k], a["average"][k]) for k in a["average"])
+    # an average that does not fit is a sentence naming the file (the trained weights are not loaded either)
+    path = tiny_lego / "a.pt"
+    for damaged in ({**a, "average": {**a["average"], "nowhere.weight": torch.zeros(1)}}, {**a, "average_since": "12"}):
+        with pytest.raises(trainer.DamagedCheckpoint, match="a.pt holds a weight average that does not fit"):
+            trainer.restore(model, damaged, path)
+    assert isinstance(a["average_since"], int) and a["average_since"] == 3  # 0.25 x 12 steps
 
 
 def test_a_run_from_before_a_recipe_key_existed_goes_on(tiny_lego):

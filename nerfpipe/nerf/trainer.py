@@ -294,8 +294,10 @@ def restore(model: Model, ckpt: dict, path: Path, *, averaged: bool = True) -> N
     trained ones (for evaluation, rendering and exports); training resumes with ``averaged=False``."""
     state = ckpt["model"]
     average = ckpt.get("average")
+    since = ckpt.get("average_since", 0)
     if average is not None and not (isinstance(average, dict) and set(average) <= set(state)
-                                    and all(isinstance(v, torch.Tensor) for v in average.values())):
+                                    and all(isinstance(v, torch.Tensor) for v in average.values())
+                                    and isinstance(since, int) and not isinstance(since, bool)):
         raise DamagedCheckpoint(f"{path} holds a weight average that does not fit its weights.")
     if averaged and average:
         state = {**state, **average}

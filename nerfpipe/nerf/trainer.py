@@ -228,9 +228,8 @@ def save_checkpoint(run_dir: Path, model: Model, optimizer: torch.optim.Optimize
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else {},
     }
-    if average is not None and average.state_dict():
-        payload["average"] = average.state_dict()
-        payload["average_since"] = average.since
+    if average is not None:
+        payload.update(average.checkpoint_entries())
     tmp = folder / f".{path.name}.{uuid.uuid4().hex}.tmp"
     torch.save(payload, tmp)
     os.replace(tmp, path)
@@ -413,11 +412,17 @@ class WeightAverage:
     def state_dict(self) -> dict[str, Tensor] | None:
         return dict(self.weights) if self.weights else None
 
-    def load(self, weights: dict[str, Tensor] | None, since: int) -> None:
-        """Go on from a checkpoint's average (None: none yet) and the step it (re)started at."""
+    def checkpoint_entries(self) -> dict:
+        """What a checkpoint keeps of the average (nothing before it starts): its weights by parameter
+        name (``"average"``, checked by :func:`restore`) and the step it (re)started at."""
+        return {"average": dict(self.weights), "average_since": self.since} if self.weights else {}
+
+    def load(self, ckpt: dict) -> None:
+        """Go on from a checkpoint's average, where it holds one."""
+        weights = ckpt.get("average")
         if self.active and weights:
             self.weights = {name: weights[name].clone() for name in self.params if name in weights}
-            self.since = since
+            self.since = int(ckpt.get("average_since", self.start))
 
     @torch.no_grad()
     def copy_to_model(self) -> None:
@@ -505,7 +510,7 @@ def train(
         start = int(ckpt["step"])
     average = WeightAverage(model, cfg.average, round(cfg.average_start * cfg.iters))
     if resume_from is not None:
-        average.load(ckpt.get("average"), int(ckpt.get("average_since", average.start)))
+        average.load(ckpt)
     sampler = RaySampler(data, cfg)
     events = Events(run_dir)
     log_path = run_dir / METRICS_LOG

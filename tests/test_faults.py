@@ -119,12 +119,20 @@ def test_training_resumes_past_a_damaged_checkpoint_and_sets_aside_an_untrusted_
     run_dir = tiny_lego / "runs" / "faults"
     train_stage.run(params(20), RecordingReporter())
     newest = run_dir / "checkpoints" / "step_0000020.pt"
+    older = trainer.load_checkpoint(run_dir / "checkpoints" / "step_0000010.pt")
+    # only the newest keeps Adam's moments; the older one keeps its weights (steps 10 and 20 differ)
+    assert "state" in trainer.load_checkpoint(newest)["optimizer"] and older["optimizer"] == {}
+    new_weights = trainer.load_checkpoint(newest)["model"]
+    assert older["model"].keys() == new_weights.keys()
+    assert not all(torch.equal(older["model"][k], new_weights[k]) for k in new_weights)
     _damage(newest, "truncated")
     # the finished run is not "up to date" with a damaged newest checkpoint: it trains again from step 10
     rep = RecordingReporter()
     out = train_stage.run(params(20), rep)
     assert out.train.ran and out.train.result["steps"] == 20
     assert any("renamed it step_0000020.pt.damaged and went back to step_0000010.pt" in w for w in rep.warnings)
+    assert any("step_0000010.pt holds no optimiser state (only the newest checkpoint keeps it): Adam's moments "
+               "start over at step 10." == w for w in rep.warnings), rep.warnings
     assert "Resuming" in " ".join(rep.infos) and (run_dir / "checkpoints" / "step_0000020.pt.damaged").exists()
     assert trainer.load_checkpoint(newest)["step"] == 20
 

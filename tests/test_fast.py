@@ -304,12 +304,15 @@ def test_growth_switches_level_under_one_optimiser_and_state_dict_reloads():
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         stats.update(model.gradient_terms(step))
-        if step == 2:  # grown at step 2 (half of the 4-step budget)
-            coarse_after_growth = [p.detach().clone() for p in coarse.parameters()]
+        if step == 1:
+            coarse_before_growth = [p.detach().clone() for p in coarse.parameters()]
         optimizer.step()
     assert int(model.field.level) == 1 and model.field.density is fine
     assert rewritten == [False, False, True, False]  # a weight average starts over at the growth
-    assert all(torch.equal(a, b) for a, b in zip(coarse_after_growth, coarse.parameters()))  # no longer trained
+    # grown at step 2 (half of the 4-step budget), the coarse level then emptied: its weights and the
+    # state dict's copy of them are (0, comps), and the state dict loads into a new model (below)
+    assert all(p.shape == (0, q.shape[1]) for p, q in zip(coarse.parameters(), coarse_before_growth))
+    assert all(v.numel() == 0 for k, v in model.state_dict().items() if "density_levels.0." in k)
     assert float(fine.planes[0].detach().abs().sum()) > 0 and set(stats) >= {"loss", "photometric", "tv"}
 
     reloaded = FastModel(FastConfig(**SMALL), NDC_BOX)
@@ -456,6 +459,9 @@ def test_short_fast_training_on_fern_lowers_the_loss_and_evaluates(tiny_fern):
     assert recipe.training.average > 0 and recipe.training.average_start == 0.25
     assert ckpt["average_since"] == 49  # started after 20 steps, over again after the step the grid grew at (0.6 x 80)
     assert set(ckpt["average"]) == {n for n, _ in model.named_parameters() if "_levels.0." not in n}
+    # the coarse level, emptied at the growth, takes no room in the checkpoint, nor Adam's moments
+    assert all(v.numel() == 0 for k, v in ckpt["model"].items() if "_levels.0." in k)
+    assert len(ckpt["optimizer"]["state"]) == len(ckpt["average"])
     state = model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in ckpt["average"].items())
     assert any(not torch.equal(ckpt["model"][k], v) for k, v in ckpt["average"].items())

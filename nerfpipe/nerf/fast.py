@@ -177,8 +177,11 @@ class GridField(nn.Module):
 
     The encodings exist at every resolution of the growth schedule from the start (a few times
     the memory of the finest alone); ``level`` (a buffer) names the one in use, and
-    :meth:`grow_to` fills the next ones by resampling. Parameters are never replaced, so an
-    optimiser built once keeps working: levels not in use get no gradient and Adam skips them.
+    :meth:`grow_to` fills the next ones by resampling, then empties the coarser ones (their tensors
+    become (0, comps): the finer copies hold all they had; fern's final grid was half of a
+    checkpoint's weights before). Parameters are never replaced, so an optimiser built once keeps
+    working: levels not in use get no gradient and Adam skips them. A state dict with emptied levels
+    loads into a new field, whose levels are emptied to match.
     """
 
     def __init__(self, cfg: FastConfig, resolutions: list[tuple[int, int, int]]):
@@ -188,6 +191,7 @@ class GridField(nn.Module):
         self.density_levels = nn.ModuleList(VMEncoding(r, cfg.density_comps, s) for r, s in zip(resolutions, std))
         self.app_levels = nn.ModuleList(VMEncoding(r, cfg.app_comps, s) for r, s in zip(resolutions, std))
         self.register_buffer("level", torch.zeros((), dtype=torch.int64))
+        self._register_load_state_dict_pre_hook(self._empty_levels_emptied_in)
         app_dim = sum(cfg.app_comps)
         if cfg.color == "sh":
             self.basis = nn.Linear(app_dim, 27, bias=False)
@@ -217,6 +221,16 @@ class GridField(nn.Module):
             self.density_levels[k].copy_resampled(self.density_levels[k - 1])
             self.app_levels[k].copy_resampled(self.app_levels[k - 1])
         self.level.fill_(max(level, int(self.level)))
+        for encoding in (*self.density_levels[: int(self.level)], *self.app_levels[: int(self.level)]):
+            for p in encoding.parameters():
+                p.data = p.data.new_empty((0, p.shape[1]))
+
+    def _empty_levels_emptied_in(self, state_dict: dict, prefix: str, *args) -> None:
+        """Before loading a state dict: the levels it holds emptied are emptied here too."""
+        for name, p in self.named_parameters():
+            saved = state_dict.get(prefix + name)
+            if isinstance(saved, Tensor) and saved.numel() == 0 and p.numel() > 0 and "_levels." in name:
+                p.data = p.data.new_empty(saved.shape)
 
     @property
     def resolution(self) -> tuple[int, int, int]:

@@ -490,6 +490,11 @@ def train_step(model: Model, optimizer: torch.optim.Optimizer, base_lrs: list[fl
     Returns the model's loss stats plus the fine colour's MSE and the PSNR from it.
     """
     rewritten = model.before_step(step)
+    if rewritten:  # weights the model emptied (a grid's coarser levels) keep no Adam moments
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.numel() == 0:
+                    optimizer.state.pop(p, None)
     factor = model.lr_factor(step, cfg.iters)
     for group, base in zip(optimizer.param_groups, base_lrs):
         group["lr"] = base * factor

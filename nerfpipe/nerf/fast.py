@@ -25,7 +25,8 @@ the occupancy grid up to date, regularises the planes with total variation, and 
 learning rates exponentially to ``lr_final_ratio`` over the budget.
 
 Growing a grid switches to a finer copy that exists from the start (see :class:`GridField`), so the
-trainer's optimiser, built once, keeps working and the finer level starts with fresh Adam moments.
+trainer's optimiser, built once, keeps working and the finer level starts with fresh Adam moments;
+the coarser levels are emptied then.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class FastConfig:
     so that the same voxel count resolves more of the image plane (1: cubic voxels)."""
     grow_at: tuple[float, ...] = (0.1, 0.2, 0.3)
     """Fractions of the step budget at which the grids grow (voxel counts evenly spaced in log);
-    each growth is one more level of planes and lines kept in memory."""
+    each growth is one more level of planes and lines, allocated from the start and emptied once grown past."""
     density_comps: tuple[int, int, int] = (16, 4, 4)
     """Density components per plane (XY x Z, XZ x Y, YZ x X); forward-facing scenes need most in XY."""
     app_comps: tuple[int, int, int] = (24, 6, 6)

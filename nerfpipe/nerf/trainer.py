@@ -96,7 +96,7 @@ METRICS_LOG = "metrics.jsonl"
 KEEP_CHECKPOINTS = 3
 """Older checkpoints are deleted once a newer one is written. Only the newest keeps Adam's moments
 (twice the weights' size): the older ones, there in case the newest is damaged, are rewritten with
-the weights and their average alone (the fern example's three: 297 + 2 x 129 MB instead of 3 x 297)."""
+the weights and their average alone (the fern example's three: 165 + 2 x 82 MB)."""
 CHECKPOINT_FORMAT = 1
 ADAM_BETAS = (0.9, 0.999)
 _SEED_STRIDE = 1_000_003
@@ -280,7 +280,7 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu", *, mmap: boo
     """A checkpoint dict (plain tensors and numbers; loaded with weights_only=True). ``mmap``: tensors
     are read from the file when they are used, so checking that a checkpoint loads costs little (0.05 s
     instead of 0.2 to 0.4 s, measured when the fast recipe's checkpoint was 144 MB; with Adam's moments
-    and the weight average of the fern example's final grid it is 297 MB); training loads its own copy (``mmap=False``),
+    and the weight average of the fern example's final grid it is 165 MB); training loads its own copy (``mmap=False``),
     so the optimiser state never lives in a mapped file that is pruned later.
 
     Raises :class:`DamagedCheckpoint` with a sentence naming the file for a truncated or garbled file,

@@ -35,11 +35,24 @@ from pathlib import Path
 from typing import Callable, Iterator, Literal, Sequence
 
 import numpy as np
-import pycolmap
 
 from nerfpipe.scene import natural_key
 
-PYCOLMAP_VERSION = pycolmap.__version__
+
+class _ImportedOnUse:
+    """pycolmap, imported where it is first used: training, evaluating and rendering a scene whose
+    poses are given import this module (through the scene's sources) and never need pycolmap, so
+    they run where it is not installed (a GPU machine that gets only torch and the checkout)."""
+
+    def __getattr__(self, name: str):
+        import pycolmap as module
+
+        globals()["pycolmap"] = module
+        return getattr(module, name)
+
+
+pycolmap = _ImportedOnUse()
+
 MIN_PAIR_INLIERS = 15
 """A pair counts as matched with at least this many geometrically verified matches (COLMAP's default)."""
 POLL_SECONDS = 0.2

@@ -16,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pycolmap
 
 from nerfpipe import colmap
 from nerfpipe import scene as scene_layout
@@ -60,7 +59,7 @@ def run(scene: Path, reporter: Reporter | None = None) -> StageResult:
 
     def body(out: Path) -> dict:
         try:
-            rec = pycolmap.Reconstruction(folder)
+            rec = colmap.pycolmap.Reconstruction(folder)
             model = colmap.sparse_model(rec) if rec.num_reg_images() else None
         except (RuntimeError, ValueError) as e:
             raise NerfpipeError(f"The COLMAP model in {folder} cannot be read ({e}): check it opens in COLMAP.") from None

@@ -525,7 +525,7 @@ def _poses_body(params: PosesParams, scene: Path, ingest: IngestResult, reporter
             sfm_factor=copies.factor,
             sfm_size=list(copies.size),
             seconds={key: round(v, 2) for key, v in seconds.items()},
-            pycolmap=colmap.PYCOLMAP_VERSION,
+            pycolmap=colmap.pycolmap.__version__,
         )
 
     return body

@@ -233,7 +233,7 @@ def save_checkpoint(run_dir: Path, model: Model, optimizer: torch.optim.Optimize
     }
     if average is not None:
         payload.update(average.checkpoint_entries())
-    _save_atomically(payload, path)
+    os.replace(_written_beside(payload, path), path)
     kept = list_checkpoints(run_dir)
     for old in kept[:-KEEP_CHECKPOINTS]:
         old.unlink(missing_ok=True)
@@ -243,14 +243,11 @@ def save_checkpoint(run_dir: Path, model: Model, optimizer: torch.optim.Optimize
     return path
 
 
-def _temporary_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-
-
-def _save_atomically(payload: dict, path: Path) -> None:
-    tmp = _temporary_name(path)
+def _written_beside(payload: dict, path: Path) -> Path:
+    """``payload`` saved to a temporary file beside ``path``, to be moved onto it (atomically)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     torch.save(payload, tmp)
-    os.replace(tmp, path)
+    return tmp
 
 
 def _drop_optimizer_state(path: Path) -> None:
@@ -262,8 +259,7 @@ def _drop_optimizer_state(path: Path) -> None:
     if not ckpt.get("optimizer"):
         return
     ckpt["optimizer"] = {}
-    tmp = _temporary_name(path)
-    torch.save(ckpt, tmp)
+    tmp = _written_beside(ckpt, path)
     del ckpt  # unmaps the file before it is replaced (Windows refuses to replace a mapped file)
     os.replace(tmp, path)
 
@@ -445,7 +441,8 @@ class WeightAverage:
     def checkpoint_entries(self) -> dict:
         """What a checkpoint keeps of the average (nothing before it starts): its weights by parameter
         name (``"average"``, checked by :func:`restore`) and the step it (re)started at."""
-        return {"average": dict(self.weights), "average_since": self.since} if self.weights else {}
+        weights = self.state_dict()
+        return {} if weights is None else {"average": weights, "average_since": self.since}
 
     def load(self, ckpt: dict) -> None:
         """Go on from a checkpoint's average, where it holds one."""
